@@ -1,0 +1,114 @@
+"""Slow NumPy references: the one written definition of the delta semantics.
+
+Everything fast in this project (the Keras ``DeltaActivation`` layer written with
+``keras.ops``, the numba encoder in ``ops/``, the streaming engine) is tested
+against these functions. If they disagree with this file, they are wrong.
+
+All references work on one stream: an array ``x`` of shape ``(T, ...features)``
+(time first, channels last), float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def quantize_stream(x: np.ndarray, step: np.ndarray):
+    """``mode="quantize"``: ``y_t = step * round(x_t / step)``, ``d_t = y_t - y_{t-1}``, ``y_{-1} = 0``.
+
+    ``round`` is round-half-to-even (IEEE ``rint``), computed in float32 as
+    ``x / step`` (a true division, not a multiplication by ``1 / step``).
+    Returns ``(y, d)``, both shaped like ``x``.
+    """
+    x = np.asarray(x, np.float32)
+    step = np.asarray(step, np.float32)
+    y = (np.rint(x / step) * step).astype(np.float32)
+    d = np.empty_like(y)
+    d[0] = y[0]
+    d[1:] = y[1:] - y[:-1]
+    return y, d
+
+
+def threshold_stream(x: np.ndarray, theta: np.ndarray):
+    """``mode="threshold"`` (hysteresis): per element and frame,
+
+    ``fire = |x_t - r_{t-1}| > theta``; ``r_t = r_{t-1} + fire * (x_t - r_{t-1})``;
+    ``y_t = r_t``; ``d_t = r_t - r_{t-1}``; ``r_{-1} = 0``.
+
+    A fired element's reference becomes exactly ``x_t`` (``fire * (x - r)`` is
+    added to ``r`` in float32, which lands on ``x_t`` up to one rounding; the
+    runtime and the layer both compute ``where(fire, x_t, r_{t-1})`` so that it
+    lands *exactly* on ``x_t``). Returns ``(y, d)``.
+    """
+    x = np.asarray(x, np.float32)
+    theta = np.asarray(theta, np.float32)
+    r = np.zeros(x.shape[1:], np.float32)
+    y = np.empty_like(x)
+    d = np.empty_like(x)
+    for t in range(x.shape[0]):
+        fire = np.abs(x[t] - r) > theta
+        new_r = np.where(fire, x[t], r)
+        d[t] = new_r - r
+        r = new_r
+        y[t] = r
+    return y, d
+
+
+def temporal_density(d: np.ndarray) -> float:
+    """Fraction of non-zero deltas over frames t >= 1 (frame 0 is the keyframe)."""
+    d = np.asarray(d)
+    if d.shape[0] < 2:
+        return float("nan")
+    return float(np.count_nonzero(d[1:]) / d[1:].size)
+
+
+def spatial_density(y: np.ndarray) -> float:
+    """Fraction of non-zero activations over all frames."""
+    y = np.asarray(y)
+    return float(np.count_nonzero(y) / y.size)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``padding="same"``: (before, after) padding along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: str = "valid") -> np.ndarray:
+    """Dense 2-D convolution (cross-correlation, as Keras), one HWC image, float64 accumulation.
+
+    ``x``: (H, W, Cin); ``w``: (kh, kw, Cin, Cout). Returns (Ho, Wo, Cout) float64.
+    """
+    x = np.asarray(x, np.float64)
+    kh, kw, cin, cout = w.shape
+    if padding == "same":
+        pt, pb = same_padding(x.shape[0], kh, stride)
+        pl, pr = same_padding(x.shape[1], kw, stride)
+        x = np.pad(x, ((pt, pb), (pl, pr), (0, 0)))
+    ho = (x.shape[0] - kh) // stride + 1
+    wo = (x.shape[1] - kw) // stride + 1
+    out = np.zeros((ho, wo, cout), np.float64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = x[ky : ky + stride * (ho - 1) + 1 : stride, kx : kx + stride * (wo - 1) + 1 : stride, :]
+            out += patch @ np.asarray(w[ky, kx], np.float64)
+    return out
+
+
+def depthwise_conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: str = "valid") -> np.ndarray:
+    """Dense depthwise convolution, one HWC image. ``w``: (kh, kw, C, M) -> output channels C*M (Keras order)."""
+    x = np.asarray(x, np.float64)
+    kh, kw, c, m = w.shape
+    if padding == "same":
+        pt, pb = same_padding(x.shape[0], kh, stride)
+        pl, pr = same_padding(x.shape[1], kw, stride)
+        x = np.pad(x, ((pt, pb), (pl, pr), (0, 0)))
+    ho = (x.shape[0] - kh) // stride + 1
+    wo = (x.shape[1] - kw) // stride + 1
+    out = np.zeros((ho, wo, c, m), np.float64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = x[ky : ky + stride * (ho - 1) + 1 : stride, kx : kx + stride * (wo - 1) + 1 : stride, :]
+            out += patch[..., None] * np.asarray(w[ky, kx], np.float64)[None, None]
+    return out.reshape(ho, wo, c * m)
