@@ -8,6 +8,16 @@ from keras import ops
 from deltanet.constraints import MinValue
 
 MODES = ("threshold", "quantize")
+
+
+def _straight_through(forward, backward):
+    """Value of ``forward``, gradient of ``backward``.
+
+    Written as ``forward + (backward - stop_gradient(backward))`` rather than the usual
+    ``backward + stop_gradient(forward - backward)``: ``b - b`` is exactly 0, so the value is
+    bit-identical to ``forward``, which the frame-by-frame runtime must reproduce.
+    """
+    return ops.stop_gradient(forward) + (backward - ops.stop_gradient(backward))
 PENALTIES = ("l1", "hoyer")
 
 
@@ -160,11 +170,9 @@ class DeltaActivation(keras.layers.Layer):
     # --- the two modes -------------------------------------------------------------------------
 
     def _quantize(self, x):
-        q = self.step
+        q = ops.cast(self.step, "float32")  # variables autocast to float16 under mixed precision
         n = x / q
-        # Straight-through round: the forward value is exactly round(n) (n + (round(n) - n) is
-        # exact in IEEE arithmetic), the backward pass sees the identity.
-        n_hard = n + ops.stop_gradient(ops.round(n) - n)
+        n_hard = _straight_through(ops.round(n), n)
         y = n_hard * q
         # Quanta changed between frames, times a constant q: the value is |d_t|, the gradient
         # w.r.t. q is -|x_t - x_{t-1}| / q <= 0, so the penalty grows the step.
@@ -172,7 +180,7 @@ class DeltaActivation(keras.layers.Layer):
         return y, d
 
     def _threshold(self, x):
-        theta = self.threshold
+        theta = ops.cast(self.threshold, "float32")
         frames = ops.moveaxis(ops.stop_gradient(x), 1, 0)
 
         def advance(reference, frame):
@@ -182,7 +190,7 @@ class DeltaActivation(keras.layers.Layer):
 
         _, refs = ops.scan(advance, ops.zeros_like(frames[0]), frames)
         r = ops.moveaxis(refs, 0, 1)
-        y = x + ops.stop_gradient(r - x)  # straight-through: forward r, backward identity
+        y = _straight_through(r, x)
         # Fired deltas x_t - r_{t-1}: the value is d_t, the gradient pulls x_t towards what was
         # last sent.
         fired = ops.not_equal(r[:, 1:], r[:, :-1])
@@ -204,7 +212,7 @@ class DeltaActivation(keras.layers.Layer):
             measure = ops.square(l1) / (n * ops.sum(ops.square(d)) + 1e-12)
         else:
             measure = ops.mean(ops.abs(d))
-        return self.penalty_weight * self.cost_per_nonzero * measure
+        return ops.cast(self.penalty_weight, "float32") * self.cost_per_nonzero * measure
 
     def _update_density(self, y):
         # Same definitions as deltanet.density (tested against it). Frames t >= 1 only.
