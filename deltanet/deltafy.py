@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 from deltanet.delta_activation import DeltaActivation
@@ -54,8 +56,12 @@ def deltafy(
 
     Args:
         frame_model: a functional or Sequential per-frame Keras model.
-        mode, threshold, step, penalty_weight, penalty, per_channel: passed to every
-            ``DeltaActivation``.
+        mode, threshold, step, penalty, per_channel: passed to every ``DeltaActivation``.
+        penalty_weight: weight of the whole model's penalty. Each layer gets
+            ``penalty_weight * (its input elements per frame) / (model MACs per frame)``, so
+            the summed penalties are ``penalty_weight`` times the MAC-weighted mean ``|d|``
+            (``sum_l macs_l * mean|d_l| / sum_l macs_l``): one weight means the same thing
+            for any network size.
         insert_deltas: ``False`` builds the same clip model without delta layers (a baseline).
         name: name of the clip model. Defaults to ``frame_model.name + "_clip"``.
 
@@ -77,7 +83,7 @@ def deltafy(
 
     nodes = graph_nodes(model)
     # Pass 1: what one non-zero element of each MAC-feeding tensor costs downstream.
-    cost = {}
+    cost, elements = {}, {}
     for node in nodes:
         if isinstance(node.operation, MAC_LAYERS):
             (src,) = node.input_tensors
@@ -85,6 +91,8 @@ def deltafy(
             cost[id(src)] = cost.get(id(src), 0.0) + cost_per_nonzero(
                 node.operation, _frame_shape(src), _frame_shape(out)
             )
+            elements[id(src)] = math.prod(_frame_shape(src))
+    total_macs = sum(cost[k] * elements[k] for k in cost) or 1.0
 
     frame_input = model.inputs[0]
     clip_input = keras.Input(shape=(None,) + _frame_shape(frame_input), dtype=frame_input.dtype, name="frames")
@@ -105,7 +113,8 @@ def deltafy(
                 mode=mode,
                 threshold=threshold,
                 step=step,
-                penalty_weight=penalty_weight,
+                # cost * weight summed over layers = penalty_weight * MAC-weighted mean |d|
+                penalty_weight=penalty_weight * elements[key] / total_macs,
                 cost_per_nonzero=cost[key],
                 penalty=penalty,
                 per_channel=per_channel,

@@ -1,0 +1,414 @@
+"""``python -m training.fit``: train a delta (or baseline) clip classifier, evaluate, export.
+
+With no arguments it generates (once, cached) the embedded synthetic dataset, trains the
+default delta model on it, measures accuracy and sparsity on the validation clips and
+writes ``runs/fit/{model.keras, history.csv, metrics.json}``.
+
+Checkpoints are written every epoch (``OUT/checkpoint/``, atomically); ``--resume``
+continues an interrupted run from its last completed epoch with the same configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from training.cli import (
+    ArgumentParser,
+    CliError,
+    fail,
+    import_tensorflow_quietly,
+    nonneg_float,
+    positive_float,
+    positive_int,
+)
+
+DEFAULT_OUT = "runs/fit"
+
+
+@dataclass
+class FitConfig:
+    """Everything that defines a training run (saved in ``metrics.json`` and the checkpoint)."""
+
+    data: str = "embedded"
+    split: int = 1
+    arch: str = "mobilenet_v2_lite"
+    size: int = 112
+    width: float = 0.35
+    frames: int = 8
+    stride: int = 2
+    epochs: int = 12
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    delta_mode: str = "threshold"
+    threshold: float = 0.1
+    step: float = 0.05
+    delta_weight: float = 2.0
+    penalty: str = "l1"
+    baseline: bool = False
+    init: str | None = None
+    out: str = DEFAULT_OUT
+    seed: int = 0
+    eval_batches: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="python -m training.fit",
+        description="Train an action-recognition clip model for temporal sparsity (or a dense baseline).",
+    )
+    d = FitConfig()
+    p.add_argument("--data", default=d.data, help="'embedded' (default: the generated dataset), a UCF101 root, a <class>/<video> folder, or tfds:NAME")
+    p.add_argument("--split", type=int, choices=(1, 2, 3), default=d.split, help="UCF101 train/test split")
+    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny, or a path to a trained per-frame .keras model to deltafy")
+    p.add_argument("--size", type=positive_int, default=d.size, help="input height and width in pixels")
+    p.add_argument("--width", type=positive_float, default=d.width, help="width multiplier (alpha)")
+    p.add_argument("--frames", type=positive_int, default=d.frames, help="frames per training clip (T)")
+    p.add_argument("--stride", type=positive_int, default=d.stride, help="frame stride inside a clip")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="clips per batch")
+    p.add_argument("--learning-rate", type=positive_float, default=d.learning_rate)
+    p.add_argument("--delta-mode", choices=("threshold", "quantize"), default=d.delta_mode)
+    p.add_argument("--threshold", type=nonneg_float, default=d.threshold, help="threshold mode: initial per-channel threshold")
+    p.add_argument("--step", type=positive_float, default=d.step, help="quantize mode: initial quantization step")
+    p.add_argument("--delta-weight", type=nonneg_float, default=d.delta_weight, help="weight of the sparsity penalty (on the MAC-weighted mean |delta|)")
+    p.add_argument("--penalty", choices=("l1", "hoyer"), default=d.penalty)
+    p.add_argument("--baseline", action="store_true", help="train the same network without delta layers")
+    p.add_argument("--init", default=None, help="start from the weights of this trained clip model (.keras), e.g. a baseline: the paper's refinement phase")
+    p.add_argument("--out", default=d.out, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--eval-batches", type=positive_int, default=None, help="measure sparsity on at most this many validation batches")
+    p.add_argument("--quiet", action="store_true", help="per-epoch lines instead of progress bars")
+    return p
+
+
+# --- pieces -------------------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save_model(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_data(cfg: FitConfig):
+    """Dataset index + (train, val) tf.data datasets + the counter of skipped videos."""
+    from training.pipeline import SkipCounter, make_train_val_datasets
+    from training.ucf101 import load_dataset_index
+
+    data = cfg.data
+    if data == "embedded":
+        from training.synthetic import make_embedded_dataset
+
+        data = str(make_embedded_dataset(seed=0))
+    index = load_dataset_index(data, split=cfg.split, seed=cfg.seed)
+    skipped = SkipCounter()
+    train, val = make_train_val_datasets(
+        index,
+        frames=cfg.frames,
+        stride=cfg.stride,
+        size=(cfg.size, cfg.size),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        skipped=skipped,
+    )
+    return index, train, val, skipped
+
+
+def build(cfg: FitConfig, class_names: list[str]):
+    """The clip model for ``cfg`` (built fresh, or deltafied from ``cfg.init``)."""
+    import keras
+
+    import deltanet
+    from deltanet.models import frame_logits_model
+
+    info = {
+        "class_names": list(class_names),
+        "frames": cfg.frames,
+        "stride": cfg.stride,
+        "data": cfg.data,
+        "input": "RGB uint8 frames resized to size x size (cv2.INTER_AREA); the model rescales to [-1, 1]",
+    }
+    delta = dict(mode=cfg.delta_mode, threshold=cfg.threshold, step=cfg.step, penalty_weight=cfg.delta_weight, penalty=cfg.penalty)
+    if cfg.init:
+        source = deltanet.load_model(cfg.init)
+        frames = frame_logits_model(source)
+        frame_model = _per_frame_model(frames)
+        info.update(deltanet.model_info(source), class_names=list(class_names))
+        return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
+    if cfg.arch.endswith(".keras"):
+        frame_model = deltanet.load_model(cfg.arch)
+        info.update(arch=Path(cfg.arch).name, size=cfg.size)
+        return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
+    return deltanet.build_model(
+        len(class_names), arch=cfg.arch, size=cfg.size, width=cfg.width, baseline=cfg.baseline, info=info, **delta
+    )
+
+
+def _per_frame_model(clip_frames_model):
+    """Recover the per-frame model inside a clip model (its FrameWise layers' inner layers)."""
+    import keras
+
+    from deltanet.frame_wise import FrameWise
+    from deltanet.graph import graph_nodes
+
+    shape = tuple(clip_frames_model.input.shape[2:])
+    inputs = keras.Input(shape, name="frame")
+    tensors = {id(clip_frames_model.input): inputs}
+    for node in graph_nodes(clip_frames_model):
+        layer = node.operation
+        args = [tensors[id(t)] for t in node.input_tensors]
+        if isinstance(layer, FrameWise):
+            out = layer.layer(args[0])
+        elif type(layer).__name__ == "DeltaActivation":
+            out = args[0]
+        else:
+            out = layer(args if len(args) > 1 else args[0])
+        tensors[id(node.outputs[0])] = out
+    return keras.Model(inputs, tensors[id(clip_frames_model.output)], name=clip_frames_model.name.removesuffix("_frames"))
+
+
+def compile_model(model, cfg: FitConfig, steps_per_epoch: int) -> None:
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps_per_epoch), alpha=0.05
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _checkpoint_callback(ckpt_dir: Path, cfg: FitConfig):
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Save model + optimizer state after every epoch, atomically, then the epoch number."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_save_model(self.model, ckpt_dir / "model.keras")
+            state = {"epoch": epoch + 1, "config": asdict(cfg)}
+            _atomic_write_text(ckpt_dir / "state.json", json.dumps(state, indent=2))
+
+    return EpochCheckpoint()
+
+
+def _density_callback():
+    import keras
+
+    from deltanet.measure import delta_layers
+
+    class DensityLogger(keras.callbacks.Callback):
+        """Adds ``mac_density`` (train) and ``val_mac_density`` to the epoch logs, from the
+        delta layers' own counters (MAC-weighted temporal density, frames t >= 1)."""
+
+        def _layers(self):
+            if not hasattr(self, "_weighted"):
+                self._weighted = []
+                for layer in delta_layers(self.model):
+                    elements = 1
+                    for s in layer.input.shape[2:]:
+                        elements *= int(s)
+                    self._weighted.append((layer, layer.cost_per_nonzero * elements))
+            return self._weighted
+
+        def _read(self):
+            from deltanet import density
+
+            layers = self._layers()
+            return density.mac_density([m for _, m in layers], [la.temporal_density for la, _ in layers])
+
+        def _reset(self):
+            for layer, _ in self._layers():
+                layer.reset_density()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._reset()
+            self._train = None
+
+        def on_test_begin(self, logs=None):
+            self._train = self._read() if self._layers() else None
+            self._reset()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None or not self._layers():
+                return
+            if self._train is None:
+                logs["mac_density"] = self._read()
+            else:
+                logs["mac_density"] = self._train
+                logs["val_mac_density"] = self._read()
+
+    return DensityLogger()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
+    """Train, evaluate and export according to ``cfg``; returns the metrics dict.
+
+    Raises ``CliError`` for bad configuration or data (the CLI turns it into exit code 2).
+    """
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoint"
+    state_path = ckpt_dir / "state.json"
+    initial_epoch = 0
+    if resume:
+        if not state_path.exists():
+            raise CliError(f"--resume: no checkpoint in {ckpt_dir} (nothing to resume; drop --resume to start)")
+        state = json.loads(state_path.read_text())
+        saved = FitConfig(**state["config"])
+        if saved.out != cfg.out:
+            saved.out = cfg.out
+        cfg = saved
+        initial_epoch = int(state["epoch"])
+    elif state_path.exists():
+        raise CliError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+
+    import_tensorflow_quietly()
+    import keras
+    import numpy as np
+
+    from deltanet.saving import load_model
+    from training.ucf101 import DataError
+
+    keras.utils.set_random_seed(cfg.seed)
+    started = time.time()
+    try:
+        index, train_ds, val_ds, skipped = load_data(cfg)
+    except (DataError, FileNotFoundError, NotADirectoryError) as e:
+        raise CliError(str(e)) from e
+    _log(f"data: {index.describe()}")
+    steps = int(np.ceil(len(index.train) / cfg.batch_size)) if index.train else None
+
+    if initial_epoch:
+        model = load_model(ckpt_dir / "model.keras")
+        _log(f"resuming from epoch {initial_epoch} of {cfg.epochs} ({ckpt_dir})")
+    else:
+        try:
+            model = build(cfg, index.class_names)
+        except (ValueError, OSError) as e:
+            raise CliError(f"cannot build the model: {e}") from e
+        compile_model(model, cfg, steps or 100)
+    out.mkdir(parents=True, exist_ok=True)
+
+    callbacks = [
+        _checkpoint_callback(ckpt_dir, cfg),
+        _density_callback(),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
+    ]
+    if initial_epoch < cfg.epochs:
+        try:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        except KeyboardInterrupt:
+            _log(f"interrupted: the last completed epoch is saved in {ckpt_dir}; continue with --resume --out {cfg.out}")
+            raise
+    if skipped.count:
+        _log(f"skipped {skipped.count} unreadable video(s): {skipped.summary()}")
+
+    return finish(model, cfg, index, val_ds, skipped, out, started)
+
+
+def finish(model, cfg: FitConfig, index, val_ds, skipped, out: Path, started: float) -> dict:
+    """Evaluate, measure sparsity on the validation clips, write model.keras and metrics.json."""
+    from deltanet.measure import measure_model
+
+    _log("evaluating on the validation clips ...")
+    results = model.evaluate(val_ds, verbose=0, return_dict=True)
+    measured = measure_model(model, val_ds, max_batches=cfg.eval_batches)
+    layers = [
+        {k: rec[k] for k in ("name", "type", "macs", "temporal_density", "spatial_density")} for rec in measured["layers"]
+    ]
+    metrics = {
+        "val_accuracy": float(results["accuracy"]),
+        "val_loss": float(results["loss"]),
+        "mac_density": measured["mac_density"],
+        "temporal_mac_density": measured["temporal_mac_density"],
+        "spatial_mac_density": measured["spatial_mac_density"],
+        "macs_per_frame": measured["macs_per_frame"],
+        "baseline": cfg.baseline,
+        "layers": layers,
+        "classes": index.class_names,
+        "train_videos": len(index.train),
+        "val_videos": len(index.val),
+        "skipped_videos": skipped.count,
+        "seconds": round(time.time() - started, 1),
+        "config": asdict(cfg),
+    }
+    _atomic_save_model(model, out / "model.keras")
+    _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    _log(
+        f"val_accuracy {metrics['val_accuracy']:.3f}  mac_density {metrics['mac_density']:.4f}  "
+        f"({'baseline: non-zero activations' if cfg.baseline else 'delta: non-zero deltas, frames t>=1'})  "
+        f"{metrics['seconds']:.0f}s -> {out / 'model.keras'}"
+    )
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = FitConfig(
+        data=args.data,
+        split=args.split,
+        arch=args.arch,
+        size=args.size,
+        width=args.width,
+        frames=args.frames,
+        stride=args.stride,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        delta_mode=args.delta_mode,
+        threshold=args.threshold,
+        step=args.step,
+        delta_weight=args.delta_weight,
+        penalty=args.penalty,
+        baseline=args.baseline,
+        init=args.init,
+        out=args.out,
+        seed=args.seed,
+        eval_batches=args.eval_batches,
+    )
+    if cfg.init and not Path(cfg.init).is_file():
+        return fail(parser.prog, f"--init: no such model file: {cfg.init}")
+    if cfg.arch.endswith(".keras") and not Path(cfg.arch).is_file():
+        return fail(parser.prog, f"--arch: no such model file: {cfg.arch}")
+    try:
+        run(cfg, resume=args.resume, verbose=2 if args.quiet or not sys.stderr.isatty() else 1)
+    except CliError as e:
+        return fail(parser.prog, str(e))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
