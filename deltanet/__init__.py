@@ -22,6 +22,7 @@ _LAZY = {
     "frame_logits_model": "deltanet.models",
     "mobilenet_v2_frame_model": "deltanet.models",
     "model_info": "deltanet.models",
+    "per_frame_model": "deltanet.models",
     "load_model": "deltanet.saving",
     "delta_layers": "deltanet.measure",
     "measure_model": "deltanet.measure",

@@ -10,6 +10,16 @@ from deltanet.constraints import MinValue
 MODES = ("threshold", "quantize")
 
 
+def quantize_frame(x, step):
+    """One frame of ``mode="quantize"``: ``step * round(x / step)`` (round half to even)."""
+    return ops.round(x / step) * step
+
+
+def threshold_frame(x, reference, threshold):
+    """One frame of ``mode="threshold"``: the new reference (= the output) given the last one."""
+    return ops.where(ops.greater(ops.abs(x - reference), threshold), x, reference)
+
+
 def _straight_through(forward, backward):
     """Value of ``forward``, gradient of ``backward``.
 
@@ -184,8 +194,7 @@ class DeltaActivation(keras.layers.Layer):
         frames = ops.moveaxis(ops.stop_gradient(x), 1, 0)
 
         def advance(reference, frame):
-            fire = ops.greater(ops.abs(frame - reference), theta)
-            reference = ops.where(fire, frame, reference)
+            reference = threshold_frame(frame, reference, theta)
             return reference, reference
 
         _, refs = ops.scan(advance, ops.zeros_like(frames[0]), frames)

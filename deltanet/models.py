@@ -148,3 +148,33 @@ def model_info(model: keras.Model) -> dict:
     except ValueError:
         return {}
     return dict(getattr(head, "info", {}) or {})
+
+
+def per_frame_model(clip_model: keras.Model) -> keras.Model:
+    """The per-frame network inside a clip model, without its delta layers (shared weights).
+
+    Input ``(batch, H, W, C)`` frames, output per-frame logits. Used to start a new delta
+    model from a trained one (``training.fit --init``) and for dense exports.
+    """
+    from deltanet.delta_activation import DeltaActivation
+    from deltanet.frame_wise import FrameWise
+    from deltanet.graph import graph_nodes
+
+    try:
+        frames_model = frame_logits_model(clip_model)
+    except ValueError:
+        frames_model = clip_model  # already per-frame outputs (a deltafy result)
+    inputs = keras.Input(tuple(frames_model.input.shape[2:]), name="frame")
+    tensors = {id(frames_model.input): inputs}
+    for node in graph_nodes(frames_model):
+        layer = node.operation
+        args = [tensors[id(t)] for t in node.input_tensors]
+        if isinstance(layer, FrameWise):
+            out = layer.layer(args[0])
+        elif isinstance(layer, DeltaActivation):
+            out = args[0]
+        else:
+            out = layer(args if len(args) > 1 else args[0])
+        tensors[id(node.outputs[0])] = out
+    name = frames_model.name.removesuffix("_frames") + "_per_frame"
+    return keras.Model(inputs, tensors[id(frames_model.output)], name=name)

@@ -112,3 +112,15 @@ def test_measure_model_baseline_counts_nonzero_activations():
     assert 0.2 < m_base["mac_density"] <= 1.0  # ReLU zeros only
     assert m_base["layers"][0]["spatial_density"] == pytest.approx(1.0)  # the input frame
     assert m_base["macs_per_frame"] == m_delta["macs_per_frame"] > 0
+
+
+def test_per_frame_model_of_a_baseline_matches_the_clip_model():
+    import deltanet
+
+    clip = deltanet.build_model(3, arch="tiny", size=32, baseline=True)
+    frame = deltanet.per_frame_model(clip)
+    x = _frames(n=4)
+    np.testing.assert_allclose(
+        frame.predict(x, verbose=0), deltanet.frame_logits_model(clip).predict(x[None], verbose=0)[0], rtol=1e-5, atol=1e-6
+    )
+    assert not [la for la in frame.layers if isinstance(la, DeltaActivation)]

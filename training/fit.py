@@ -136,7 +136,6 @@ def build(cfg: FitConfig, class_names: list[str]):
     import keras
 
     import deltanet
-    from deltanet.models import frame_logits_model
 
     info = {
         "class_names": list(class_names),
@@ -148,8 +147,7 @@ def build(cfg: FitConfig, class_names: list[str]):
     delta = dict(mode=cfg.delta_mode, threshold=cfg.threshold, step=cfg.step, penalty_weight=cfg.delta_weight, penalty=cfg.penalty)
     if cfg.init:
         source = deltanet.load_model(cfg.init)
-        frames = frame_logits_model(source)
-        frame_model = _per_frame_model(frames)
+        frame_model = deltanet.per_frame_model(source)
         info.update(deltanet.model_info(source), class_names=list(class_names))
         return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
     if cfg.arch.endswith(".keras"):
@@ -159,29 +157,6 @@ def build(cfg: FitConfig, class_names: list[str]):
     return deltanet.build_model(
         len(class_names), arch=cfg.arch, size=cfg.size, width=cfg.width, baseline=cfg.baseline, info=info, **delta
     )
-
-
-def _per_frame_model(clip_frames_model):
-    """Recover the per-frame model inside a clip model (its FrameWise layers' inner layers)."""
-    import keras
-
-    from deltanet.frame_wise import FrameWise
-    from deltanet.graph import graph_nodes
-
-    shape = tuple(clip_frames_model.input.shape[2:])
-    inputs = keras.Input(shape, name="frame")
-    tensors = {id(clip_frames_model.input): inputs}
-    for node in graph_nodes(clip_frames_model):
-        layer = node.operation
-        args = [tensors[id(t)] for t in node.input_tensors]
-        if isinstance(layer, FrameWise):
-            out = layer.layer(args[0])
-        elif type(layer).__name__ == "DeltaActivation":
-            out = args[0]
-        else:
-            out = layer(args if len(args) > 1 else args[0])
-        tensors[id(node.outputs[0])] = out
-    return keras.Model(inputs, tensors[id(clip_frames_model.output)], name=clip_frames_model.name.removesuffix("_frames"))
 
 
 def compile_model(model, cfg: FitConfig, steps_per_epoch: int) -> None:
