@@ -1,0 +1,527 @@
+"""``DeltaEngine``: run a converted delta model frame by frame, multiplying only what changed.
+
+Execution uses NumPy, OpenCV (resizing) and the numba kernels of ``ops`` only -- never
+TensorFlow or Keras (``from_keras`` imports the converter lazily), so a bundle runs where
+TensorFlow is not installed.
+
+Per frame, every tensor carries the list of pixels whose value may have changed. An
+``encode`` step (a ``DeltaActivation``) examines only those pixels and emits the sparse
+delta of the ones that fire; a MAC step scatters that delta into its persistent
+pre-activation buffer (``acc = conv(y) + bias``, BatchNorm folded in) and reports the
+output pixels it touched; element-wise steps (activation, add, pooling...) recompute only
+those pixels. Frame 0 (and every ``keyframe_interval`` frames) is a dense pass: MAC
+steps recompute their output from their input's current value, which also removes any
+floating-point drift accumulated by the sparse updates.
+
+``mode="dense"`` runs the same plan with delta layers as identities and dense MAC kernels
+(im2col + BLAS): the dense per-frame network that TFLite would run, for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ops import config as ops_config
+from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_pix, _conv2d_pix_par, _pointwise_elem, _pointwise_elem_par, _pointwise_pix, _pointwise_pix_par, nz_scratch
+from ops.dense import conv2d_dense, depthwise_dense
+from ops.depthwise import _depthwise, _depthwise_par
+from ops.elementwise import (
+    ACTIVATIONS,
+    _activation_pixels,
+    _add_pixels,
+    _affine_pixels,
+    _copy_channels,
+    _frame_to_float_changed,
+    _global_pool,
+    _pad_pixels,
+    _pool_pixels,
+    _pool_touch,
+    _union,
+)
+from ops.encode import _encode_quantize_pixels, _encode_threshold_pixels
+from streaming.plan import MAC_OPS, Plan, validate_plan
+
+GRANULARITIES = ("element", "pixel")
+
+
+class _Tensor:
+    """One frame tensor: its value buffer and this frame's changed-pixel list."""
+
+    __slots__ = ("name", "shape", "value", "flat", "pix", "lst", "n", "all")
+
+    def __init__(self, name, shape, value=None):
+        h, w, c = shape
+        self.name = name
+        self.shape = (h, w, c)
+        self.value = np.zeros((h, w, c), np.float32) if value is None else value
+        self.flat = self.value.reshape(h * w, c)
+        self.pix = np.zeros(h * w, np.int32)
+        self.all = np.arange(h * w, dtype=np.int32)
+        self.lst = self.all
+        self.n = 0
+
+
+@dataclass
+class FrameStats:
+    """What one frame cost. Per-MAC-layer arrays follow ``DeltaEngine.layer_names``."""
+
+    index: int
+    keyframe: bool
+    nonzero_deltas: np.ndarray  # non-zero input delta elements per MAC layer
+    executed_macs: np.ndarray  # multiply-accumulates executed per MAC layer
+    layer_ms: np.ndarray  # time of each MAC layer (its input encoder included)
+    total_ms: float
+    phase_ms: dict  # "input", "encode", "mac", "other"
+
+    @property
+    def macs(self) -> int:
+        return int(self.executed_macs.sum())
+
+
+class DeltaEngine:
+    """Run a converted model on a stream of frames.
+
+    Args:
+        plan: a ``streaming.plan.Plan`` (``from_keras`` / ``streaming.bundle.load_bundle``).
+        mode: ``"delta"`` (default) or ``"dense"`` (delta layers as identities, dense MACs).
+        granularity: ``"element"``, ``"pixel"``, or a dict layer name -> one of them.
+            Defaults to ``"element"``. ``tune_granularity`` picks per layer by measurement.
+        threads: numba threads for the parallel kernels (``None``: leave numba's setting;
+            ``1``: serial kernels).
+        keyframe_interval: a dense refresh every this many frames (``None``: only frame 0).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        mode: str = "delta",
+        granularity: str | dict = "element",
+        threads: int | None = None,
+        keyframe_interval: int | None = None,
+    ):
+        if mode not in ("delta", "dense"):
+            raise ValueError(f"mode must be 'delta' or 'dense', got {mode!r}")
+        if keyframe_interval is not None and keyframe_interval < 1:
+            raise ValueError(f"keyframe_interval must be >= 1 or None, got {keyframe_interval!r}")
+        validate_plan(plan)
+        self.plan = plan
+        self.mode = mode
+        self.keyframe_interval = keyframe_interval
+        if threads is not None:
+            import numba
+
+            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        self.parallel = threads is not None and threads > 1 and ops_config.PARALLEL
+        self.input_shape = tuple(plan.input_shape)
+        self.info = dict(plan.info)
+        self.class_names = list(self.info.get("class_names") or [])
+        self._build(granularity)
+        self.reset()
+
+    # --- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_keras(cls, model_or_path, **kwargs) -> "DeltaEngine":
+        """Convert a Keras clip model (or a ``.keras`` path) and build an engine for it."""
+        from streaming.convert import to_plan
+
+        model = model_or_path
+        if isinstance(model_or_path, (str, os.PathLike)):
+            from deltanet.saving import load_model
+
+            model = load_model(model_or_path)
+        return cls(to_plan(model), **kwargs)
+
+    def clone(self, **overrides) -> "DeltaEngine":
+        """A new engine (its own stream state) sharing this one's plan and weights."""
+        kwargs = dict(mode=self.mode, granularity=dict(self._granularity), keyframe_interval=self.keyframe_interval)
+        kwargs.update(overrides)
+        return DeltaEngine(self.plan, **kwargs)
+
+    def _build(self, granularity):
+        plan = self.plan
+        dense = self.mode == "dense"
+        producers = {s["output"]: s for s in plan.steps}
+        self.tensors: dict[str, _Tensor] = {}
+        for step in plan.steps:
+            name, shape = step["output"], plan.tensors[step["output"]]
+            value = None
+            if step["op"] == "flatten":
+                value = self.tensors[step["inputs"][0]].value.reshape(shape)  # a view: no copy per frame
+            elif step["op"] == "encode" and dense:
+                value = self.tensors[step["inputs"][0]].value  # identity in dense mode
+            self.tensors[name] = _Tensor(name, shape, value)
+        self.layer_names = [s["name"] for s in plan.steps if s["op"] in MAC_OPS]
+        self.dense_macs = np.array([plan.dense_macs(s) for s in plan.steps if s["op"] in MAC_OPS], np.int64)
+        self.input_elements = np.array(
+            [int(np.prod(plan.tensors[s["inputs"][0]])) for s in plan.steps if s["op"] in MAC_OPS], np.int64
+        )
+        if isinstance(granularity, str):
+            if granularity not in GRANULARITIES:
+                raise ValueError(f"granularity must be one of {GRANULARITIES} or a dict, got {granularity!r}")
+            granularity = {n: granularity for n in self.layer_names}
+        unknown = set(granularity) - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"granularity names unknown MAC layers: {sorted(unknown)}")
+        self._granularity = {n: granularity.get(n, "element") for n in self.layer_names}
+        self._steps = []
+        mac_index = 0
+        for step in plan.steps:
+            runner = _make_runner(self, step, producers, mac_index)
+            if step["op"] in MAC_OPS:
+                mac_index += 1
+            self._steps.append(runner)
+        self._out = self.tensors[plan.output]
+        self._nnz = np.zeros(len(self.layer_names), np.int64)
+        self._macs = np.zeros(len(self.layer_names), np.int64)
+        self._ms = np.zeros(len(self.layer_names), np.float64)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new stream: every reference back to zero (``y_{-1} = 0``)."""
+        for t in self.tensors.values():
+            t.n = 0
+            t.lst = t.all
+        for r in self._steps:
+            r.reset()
+        self.frame_index = 0
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """An RGB frame as the model's input: resized (``cv2.INTER_AREA``) and uint8, C-contiguous."""
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != self.input_shape[2]:
+            raise ValueError(f"expected an RGB frame (H, W, {self.input_shape[2]}), got shape {frame.shape}")
+        if frame.dtype != np.uint8:
+            if not np.issubdtype(frame.dtype, np.number):
+                raise ValueError(f"frame dtype must be numeric, got {frame.dtype}")
+            if not np.all(np.isfinite(frame)):
+                raise ValueError("frame contains NaN or Inf values")
+            frame = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+        h, w = self.input_shape[:2]
+        if frame.shape[:2] != (h, w):
+            import cv2
+
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(frame)
+
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, FrameStats]:
+        """Feed one RGB frame; returns ``(per-frame logits, FrameStats)``."""
+        frame = self.prepare(frame)
+        k = self.frame_index
+        keyframe = k == 0 or (self.keyframe_interval is not None and k % self.keyframe_interval == 0)
+        dense_pass = keyframe or self.mode == "dense"
+        self._nnz[:] = 0
+        self._macs[:] = 0
+        self._ms[:] = 0
+        phase = {"input": 0.0, "encode": 0.0, "mac": 0.0, "other": 0.0}
+        clock = time.perf_counter
+        start = t0 = clock()
+        for r in self._steps:
+            r.run(frame, dense_pass)
+            t1 = clock()
+            dt = (t1 - t0) * 1e3
+            phase[r.phase] += dt
+            if r.mac_index >= 0:
+                self._ms[r.mac_index] += dt
+            elif r.feeds >= 0:
+                self._ms[r.feeds] += dt
+            t0 = t1
+        total = (clock() - start) * 1e3
+        self.frame_index = k + 1
+        logits = self._out.value.reshape(-1).copy()
+        stats = FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), self._ms.copy(), total, phase)
+        return logits, stats
+
+    def run(self, frames) -> tuple[np.ndarray, list[FrameStats]]:
+        """Step through an iterable of frames; returns stacked logits and the stats list."""
+        outs, stats = [], []
+        for f in frames:
+            logits, s = self.step(f)
+            outs.append(logits)
+            stats.append(s)
+        return np.stack(outs) if outs else np.zeros((0,)), stats
+
+    def warmup(self) -> None:
+        """Compile every kernel this plan uses (one synthetic frame each way), then reset."""
+        rng = np.random.default_rng(0)
+        h, w, c = self.input_shape
+        base = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+        moved = base.copy()
+        moved[: h // 4, : w // 4] = 255 - moved[: h // 4, : w // 4]
+        for f in (base, moved, base):
+            self.step(f)
+        self.reset()
+
+
+# --- step runners -----------------------------------------------------------------------------
+
+
+class _Runner:
+    phase = "other"
+    mac_index = -1
+    feeds = -1  # MAC layer whose encoder this is (time is attributed to it)
+
+    def reset(self):
+        pass
+
+
+def _make_runner(engine, step, producers, mac_index):
+    op = step["op"]
+    t = engine.tensors
+    a = engine.plan.arrays
+    ins = [t[n] for n in step["inputs"]]
+    out = t[step["output"]]
+    if op == "input":
+        return _InputRunner(out, a[step["scale_key"]], a[step["offset_key"]])
+    if op == "encode":
+        return _EncodeRunner(engine, step, ins[0], out, a[step["param_key"]], mac_index)
+    if op in MAC_OPS:
+        enc = next(r for r in engine._steps if isinstance(r, _EncodeRunner) and r.out is ins[0])
+        return _MacRunner(engine, step, ins[0], enc, out, mac_index)
+    if op == "activation":
+        return _ActivationRunner(ins[0], out, ACTIVATIONS[step["kind"]], step["a0"], step["a1"], step["a2"])
+    if op == "affine":
+        return _AffineRunner(ins[0], out, a[step["scale_key"]], a[step["offset_key"]])
+    if op == "add":
+        return _AddRunner(ins, out)
+    if op == "concat":
+        return _ConcatRunner(ins, out)
+    if op == "pad":
+        return _PadRunner(ins[0], out, step)
+    if op == "pool":
+        return _PoolRunner(ins[0], out, step)
+    if op == "global_pool":
+        return _GlobalPoolRunner(ins[0], out, bool(step["is_max"]))
+    if op == "flatten":
+        return _FlattenRunner(ins[0], out)
+    raise ValueError(f"unknown step op {op!r}")
+
+
+class _InputRunner(_Runner):
+    phase = "input"
+
+    def __init__(self, out, scale, offset):
+        self.out, self.scale, self.offset = out, scale, offset
+        h, w, c = out.shape
+        self.prev = np.zeros((h * w, c), np.uint8)
+
+    def run(self, frame, dense_pass):
+        out = self.out
+        out.n = _frame_to_float_changed(frame.reshape(-1, frame.shape[2]), self.prev, out.flat, self.scale, self.offset, out.pix, dense_pass)
+        out.lst = out.all if dense_pass else out.pix
+
+
+class _EncodeRunner(_Runner):
+    phase = "encode"
+
+    def __init__(self, engine, step, src, out, param, mac_index):
+        self.engine, self.src, self.out, self.param = engine, src, out, param
+        self.dense = engine.mode == "dense"
+        self.kernel = _encode_quantize_pixels if step["mode"] == "quantize" else _encode_threshold_pixels
+        h, w, c = out.shape
+        self.rows = np.zeros((h * w, c), np.float32)
+        self.nnz = 0
+        self.feeds = mac_index  # the next MAC step (the usual layout: encode right before its MAC layer)
+        self.name = step["name"]
+
+    def reset(self):
+        if not self.dense:
+            self.out.value[...] = 0.0  # r_{-1} = 0 / y_{-1} = 0
+        self.nnz = 0
+
+    def run(self, frame, dense_pass):
+        src, out = self.src, self.out
+        if self.dense:
+            out.lst, out.n = src.lst, src.n
+            return
+        n, nnz, bad = self.kernel(src.value, self.param, out.value, src.lst, src.n, out.pix, self.rows)
+        if bad:
+            raise ValueError(f"non-finite activations ({bad} values) entering {self.name!r}: the model or the frame is broken")
+        self.nnz = nnz
+        out.n = n
+        out.lst = out.pix
+
+
+class _MacRunner(_Runner):
+    phase = "mac"
+
+    def __init__(self, engine, step, src, enc, out, mac_index):
+        self.engine, self.src, self.enc, self.out = engine, src, enc, out
+        self.mac_index = mac_index
+        arrays = engine.plan.arrays
+        self.kernel = arrays[step["kernel_key"]]
+        self.bias = arrays[step["bias_key"]]
+        self.stride, self.pad_top, self.pad_left = int(step["stride"]), int(step["pad_top"]), int(step["pad_left"])
+        self.depthwise = step["op"] == "depthwise"
+        kh, kw, cin, cout = self.kernel.shape
+        self.kh, self.kw = kh, kw
+        self.pointwise = kh == kw == 1 and self.stride == 1 and not self.depthwise
+        self.w2d = np.ascontiguousarray(self.kernel.reshape(kh * kw * cin, cout)) if not self.depthwise else None
+        self.w_pw = np.ascontiguousarray(self.kernel[0, 0]) if self.pointwise else None
+        ho, wo, co = out.shape
+        hi, wi, _ = src.shape
+        self.in_w = wi
+        self.in_elements = hi * wi * cin
+        self.dense_macs = engine.dense_macs[mac_index]
+        self.mark = np.zeros(ho * wo, np.uint8)
+        par = engine.parallel
+        self.nzbuf = nz_scratch(cin, par)
+        self.granularity = engine._granularity[step["name"]]
+        self.gather = np.zeros((hi * wi, cin), np.float32) if self.granularity == "pixel" else None
+        self.prod = np.zeros((hi * wi, co), np.float32) if self.granularity == "pixel" else None
+        self.col = np.zeros((ho * wo, kh * kw * cin), np.float32) if not (self.depthwise or self.pointwise) else None
+        self.dw_dense = self.depthwise
+        if self.depthwise:
+            self.sparse = _depthwise_par if par else _depthwise
+        elif self.pointwise:
+            self.sparse = (_pointwise_pix_par if par else _pointwise_pix) if self.granularity == "pixel" else (_pointwise_elem_par if par else _pointwise_elem)
+        else:
+            self.sparse = (_conv2d_pix_par if par else _conv2d_pix) if self.granularity == "pixel" else (_conv2d_elem_par if par else _conv2d_elem)
+        self.bias_view = self.bias.reshape(1, 1, -1)
+
+    def run(self, frame, dense_pass):
+        out, enc = self.out, self.enc
+        e = self.engine
+        i = self.mac_index
+        e._nnz[i] = self.in_elements if enc.dense else enc.nnz
+        if dense_pass:
+            x = self.src.value
+            if self.depthwise:
+                depthwise_dense(x, self.kernel, self.stride, self.pad_top, self.pad_left, out.value)
+            else:
+                conv2d_dense(x, self.w2d, self.kh, self.kw, self.stride, self.pad_top, self.pad_left, out.value, self.col)
+            out.value += self.bias_view
+            out.lst, out.n = out.all, out.all.shape[0]
+            e._macs[i] = self.dense_macs
+            return
+        src = self.src
+        if self.depthwise:
+            n_t, macs = self.sparse(src.lst, src.n, enc.rows, self.in_w, self.kernel, self.stride, self.pad_top, self.pad_left, out.value, out.pix, self.mark, self.nzbuf)
+        elif self.pointwise:
+            scratch = self.prod if self.granularity == "pixel" else self.nzbuf
+            n_t, macs = self.sparse(src.lst, src.n, enc.rows, self.w_pw, out.value, out.pix, scratch)
+        elif self.granularity == "pixel":
+            n_t, macs = self.sparse(src.lst, src.n, enc.rows, self.in_w, self.kernel, self.stride, self.pad_top, self.pad_left, out.value, out.pix, self.mark, self.gather, self.prod)
+        else:
+            n_t, macs = self.sparse(src.lst, src.n, enc.rows, self.in_w, self.kernel, self.stride, self.pad_top, self.pad_left, out.value, out.pix, self.mark, self.nzbuf)
+        out.lst, out.n = out.pix, n_t
+        e._macs[i] = macs
+
+
+class _ActivationRunner(_Runner):
+    def __init__(self, src, out, code, a0, a1, a2):
+        self.src, self.out, self.code, self.a = src, out, code, (float(a0), float(a1), float(a2))
+
+    def run(self, frame, dense_pass):
+        src, out = self.src, self.out
+        lst, n = (src.all, src.all.shape[0]) if dense_pass else (src.lst, src.n)
+        _activation_pixels(src.flat, out.flat, self.code, self.a[0], self.a[1], self.a[2], lst, n)
+        out.lst, out.n = lst, n
+
+
+class _AffineRunner(_Runner):
+    def __init__(self, src, out, scale, offset):
+        self.src, self.out, self.scale, self.offset = src, out, scale, offset
+
+    def run(self, frame, dense_pass):
+        src, out = self.src, self.out
+        lst, n = (src.all, src.all.shape[0]) if dense_pass else (src.lst, src.n)
+        _affine_pixels(src.flat, out.flat, self.scale, self.offset, lst, n)
+        out.lst, out.n = lst, n
+
+
+class _AddRunner(_Runner):
+    def __init__(self, srcs, out):
+        self.srcs, self.out = srcs, out
+        self.tmp = np.zeros_like(out.pix)
+
+    def _changed(self, dense_pass):
+        out = self.out
+        if dense_pass:
+            return out.all, out.all.shape[0]
+        lst, n = self.srcs[0].lst, self.srcs[0].n
+        for s in self.srcs[1:]:
+            target = out.pix if lst is not out.pix else self.tmp
+            n = _union(lst, n, s.lst, s.n, target)
+            lst = target
+        return lst, n
+
+    def run(self, frame, dense_pass):
+        lst, n = self._changed(dense_pass)
+        out = self.out
+        # Keras' Add sums in input order: ((a + b) + c) ...
+        _add_pixels(self.srcs[0].flat, self.srcs[1].flat, out.flat, lst, n)
+        for s in self.srcs[2:]:
+            _add_pixels(out.flat, s.flat, out.flat, lst, n)
+        out.lst, out.n = lst, n
+
+
+class _ConcatRunner(_AddRunner):
+    def run(self, frame, dense_pass):
+        lst, n = self._changed(dense_pass)
+        out = self.out
+        c0 = 0
+        for s in self.srcs:
+            _copy_channels(s.flat, out.flat, c0, lst, n)
+            c0 += s.shape[2]
+        out.lst, out.n = lst, n
+
+
+class _PadRunner(_Runner):
+    def __init__(self, src, out, step):
+        self.src, self.out = src, out
+        self.top, self.left = int(step["top"]), int(step["left"])
+
+    def run(self, frame, dense_pass):
+        src, out = self.src, self.out
+        lst, n = (src.all, src.all.shape[0]) if dense_pass else (src.lst, src.n)
+        out.n = _pad_pixels(src.flat, out.flat, src.shape[1], out.shape[1], self.top, self.left, lst, n, out.pix)
+        out.lst = out.pix
+
+
+class _PoolRunner(_Runner):
+    def __init__(self, src, out, step):
+        self.src, self.out = src, out
+        self.is_max = bool(step["is_max"])
+        self.kh, self.kw, self.stride = int(step["kh"]), int(step["kw"]), int(step["stride"])
+        self.pad_top, self.pad_left = int(step["pad_top"]), int(step["pad_left"])
+        self.mark = np.zeros(out.shape[0] * out.shape[1], np.uint8)
+
+    def run(self, frame, dense_pass):
+        src, out = self.src, self.out
+        if dense_pass:
+            lst, n = out.all, out.all.shape[0]
+        else:
+            n = _pool_touch(src.lst, src.n, src.shape[1], self.kh, self.kw, self.stride, self.pad_top, self.pad_left, out.shape[0], out.shape[1], out.pix, self.mark)
+            lst = out.pix
+        _pool_pixels(src.flat, out.flat, src.shape[0], src.shape[1], self.kh, self.kw, self.stride, self.pad_top, self.pad_left, out.shape[1], self.is_max, lst, n)
+        out.lst, out.n = lst, n
+
+
+class _GlobalPoolRunner(_Runner):
+    def __init__(self, src, out, is_max):
+        self.src, self.out, self.is_max = src, out, is_max
+
+    def run(self, frame, dense_pass):
+        out = self.out
+        if dense_pass or self.src.n:
+            _global_pool(self.src.flat, out.flat, self.is_max)
+            out.n = 1
+        else:
+            out.n = 0
+        out.lst = out.all
+
+
+class _FlattenRunner(_Runner):
+    def __init__(self, src, out):
+        self.src, self.out = src, out
+
+    def run(self, frame, dense_pass):
+        self.out.lst = self.out.all
+        self.out.n = 1 if (dense_pass or self.src.n) else 0
