@@ -1,0 +1,262 @@
+"""``python -m streaming.bench``: the delta engine against dense runtimes, side by side, same frames.
+
+Contenders, all fed the same decoded frames (resized once to the model input):
+
+* ``delta_engine``: ``DeltaEngine`` (numba sparse-delta kernels);
+* ``dense_engine``: the same engine with delta layers as identities and dense kernels;
+* ``keras``: the model's dense per-frame equivalent as a compiled ``tf.function`` at batch 1;
+* ``tflite``: that same per-frame model in the TFLite interpreter (XNNPACK).
+
+Every contender runs with the same thread count (numba, TensorFlow intra-op, TFLite,
+BLAS), after a warm-up, in interleaved blocks of frames so that machine-load drift hits
+all of them alike. Exactness (``max_rel_logit_error``, ``top1_agreement``) compares the
+delta engine with the Keras *delta* model (its per-frame logits on the whole clip, state
+included). Timing claims belong to this script, never to tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training.cli import ArgumentParser, CliError, fail, positive_int
+
+CONTENDERS = ("delta_engine", "dense_engine", "keras", "tflite")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m streaming.bench", description="Benchmark delta inference against dense runtimes on a video.")
+    p.add_argument("--model", required=True, help="a trained clip model (.keras)")
+    p.add_argument("--source", required=True, help="a video file (or any streaming.sources spec, e.g. synthetic:)")
+    p.add_argument("--frames", type=positive_int, default=300, help="frames to run (default 300)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads for every contender (default 2)")
+    p.add_argument("--warmup", type=positive_int, default=10, help="warm-up frames per contender (default 10)")
+    p.add_argument("--block", type=positive_int, default=25, help="frames per interleaved block (default 25)")
+    p.add_argument("--granularity", choices=("element", "pixel", "auto"), default="auto", help="delta MAC granularity (auto: measured per layer)")
+    p.add_argument("--skip", default="", help="comma-separated contenders to leave out (keras, tflite)")
+    p.add_argument("--json", default=None, help="write the results here")
+    return p
+
+
+def _read_frames(source: str, n: int, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    from streaming.sources import SourceError, open_source
+
+    frames = []
+    try:
+        with open_source(source, live=False) as src:
+            for frame in src:
+                frames.append(cv2.resize(frame.image, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+                if len(frames) >= n:
+                    break
+    except SourceError as e:
+        raise CliError(str(e)) from e
+    if len(frames) < 2:
+        raise CliError(f"{source}: need at least 2 frames, got {len(frames)}")
+    return np.stack(frames)
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "mean": float(a.mean())}
+
+
+def _tflite_runner(per_frame, threads: int, shape):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1,) + tuple(shape), tf.float32)])
+    def serve(x):
+        return per_frame(x, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], per_frame)
+    content = converter.convert()
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # older stacks
+        Interpreter = tf.lite.Interpreter
+    interp = Interpreter(model_content=content, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    out = interp.get_output_details()[0]["index"]
+
+    def run(frame):
+        interp.set_tensor(inp, frame[None].astype(np.float32))
+        interp.invoke()
+        return interp.get_tensor(out)[0]
+
+    return run
+
+
+def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup: int = 10, block: int = 25,
+        granularity: str = "auto", skip: tuple = (), json_out: str | None = None, log=print) -> dict:
+    """Run the benchmark; returns (and optionally writes) the results dict."""
+    from training.cli import import_tensorflow_quietly
+
+    if not Path(model).is_file():
+        raise CliError(f"--model: no such file: {model}")
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import deltanet
+    from deltanet import density
+    from streaming.convert import ConversionError, to_plan
+    from streaming.engine import DeltaEngine
+    from streaming.tuning import tune_granularity
+
+    try:
+        clip_model = deltanet.load_model(model)
+        plan = to_plan(clip_model)
+    except ConversionError as e:
+        raise CliError(str(e)) from e
+    except (ValueError, OSError) as e:
+        raise CliError(f"cannot load model {model}: {e}") from e
+    shape = plan.input_shape
+    clip = _read_frames(source, frames, shape[:2])
+    n = len(clip)
+    log(f"{n} frames of {source} at {shape[1]}x{shape[0]}, {threads} thread(s)")
+
+    # Exactness: the Keras delta model on the whole clip (its state included).
+    keras_delta = deltanet.frame_logits_model(clip_model).predict(clip[None].astype(np.float32), verbose=0, batch_size=1)[0]
+
+    try:
+        from threadpoolctl import threadpool_limits
+
+        blas_limit = threadpool_limits(limits=threads)
+    except ImportError:  # optional: without it BLAS uses its own default
+        blas_limit = None
+
+    gran = granularity
+    if granularity == "auto":
+        gran = tune_granularity(plan, clip[: min(n, 60)], threads=threads)
+        log(f"granularity: {sum(v == 'pixel' for v in gran.values())} of {len(gran)} MAC layers pixel-wise, the rest element-wise")
+    delta = DeltaEngine(plan, granularity=gran, threads=threads)
+    dense = DeltaEngine(plan, mode="dense", threads=threads)
+    per_frame = deltanet.per_frame_model(clip_model)
+
+    contenders = {}
+    delta_stats = []
+
+    def delta_step(f):
+        logits, s = delta.step(f)
+        delta_stats.append(s)
+        return logits
+
+    contenders["delta_engine"] = delta_step
+    contenders["dense_engine"] = lambda f: dense.step(f)[0]
+    if "keras" not in skip:
+        serve = tf.function(lambda x: per_frame(x, training=False), jit_compile=True, reduce_retracing=True)
+        contenders["keras"] = lambda f: serve(tf.constant(f[None], tf.float32)).numpy()[0]
+    if "tflite" not in skip:
+        contenders["tflite"] = _tflite_runner(per_frame, threads, shape)
+
+    # Warm-up: compile everything, then start the streams from a clean state.
+    for name, fn in contenders.items():
+        for f in clip[: min(warmup, n)]:
+            fn(f)
+    delta.reset()
+    dense.reset()
+    delta_stats.clear()
+
+    outputs = {name: [] for name in contenders}
+    times = {name: [] for name in contenders}
+    clock = time.perf_counter
+    for b0 in range(0, n, block):
+        for name, fn in contenders.items():
+            for f in clip[b0 : b0 + block]:
+                t0 = clock()
+                out = fn(f)
+                times[name].append((clock() - t0) * 1e3)
+                outputs[name].append(out)
+    if blas_limit is not None:
+        blas_limit.restore_original_limits()
+
+    engine_logits = np.stack(outputs["delta_engine"])
+    err = np.abs(engine_logits - keras_delta).max(axis=1) / np.maximum(np.abs(keras_delta).max(axis=1), 1e-12)
+    dense_macs = delta.dense_macs
+    executed = np.stack([s.executed_macs for s in delta_stats[1:]])  # frames after the first
+    nonzero = np.stack([s.nonzero_deltas for s in delta_stats[1:]])
+    mac_density = density.mac_density(dense_macs, executed.mean(axis=0) / dense_macs)
+    ms = {name: _stats(t[1:] if name == "delta_engine" else t) for name, t in times.items()}
+    speedup = {}
+    for other, key in (("dense_engine", "vs_dense_engine"), ("keras", "vs_keras"), ("tflite", "vs_tflite")):
+        if other in ms:
+            speedup[key] = ms[other]["median"] / ms["delta_engine"]["median"]
+    layer_ms = np.stack([s.layer_ms for s in delta_stats[1:]])
+    phases = {k: float(np.median([s.phase_ms[k] for s in delta_stats[1:]])) for k in delta_stats[1].phase_ms}
+    layers = []
+    mac_steps = plan.mac_steps()
+    for i, name in enumerate(delta.layer_names):
+        layers.append(
+            {
+                "name": name,
+                "type": mac_steps[i]["op"],
+                "granularity": delta._granularity[name],
+                "macs_dense": int(dense_macs[i]),
+                "temporal_density": float(nonzero[:, i].mean() / delta.input_elements[i]),
+                "mac_density": float(executed[:, i].mean() / dense_macs[i]),
+                "ms": float(np.median(layer_ms[:, i])),
+            }
+        )
+    result = {
+        "model": str(model),
+        "source": str(source),
+        "frames": int(n),
+        "threads": threads,
+        "input_shape": list(shape),
+        "mac_density": mac_density,
+        "theoretical_speedup": density.theoretical_speedup(mac_density),
+        "ms_per_frame": ms,
+        "speedup": speedup,
+        "max_rel_logit_error": float(err.max()),
+        "top1_agreement": float(np.mean(engine_logits.argmax(1) == keras_delta.argmax(1))),
+        "phase_ms": phases,
+        "layers": layers,
+        "dense_macs_per_frame": int(dense_macs.sum()),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+    log(format_table(result))
+    if json_out:
+        tmp = Path(json_out).with_name(Path(json_out).name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, json_out)
+    return result
+
+
+def format_table(r: dict) -> str:
+    lines = [f"{'contender':<14}{'median ms':>10}{'p90 ms':>10}{'delta speedup':>15}"]
+    for name, s in r["ms_per_frame"].items():
+        sp = r["ms_per_frame"][name]["median"] / r["ms_per_frame"]["delta_engine"]["median"]
+        lines.append(f"{name:<14}{s['median']:>10.3f}{s['p90']:>10.3f}{sp:>14.2f}x")
+    lines.append(
+        f"mac_density {r['mac_density']:.4f} (theoretical speedup {r['theoretical_speedup']:.1f}x), "
+        f"max_rel_logit_error {r['max_rel_logit_error']:.2e}, top1_agreement {r['top1_agreement']:.3f}"
+    )
+    lines.append("phases (median ms): " + ", ".join(f"{k} {v:.3f}" for k, v in r["phase_ms"].items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    skip = tuple(s for s in args.skip.split(",") if s)
+    bad = [s for s in skip if s not in ("keras", "tflite")]
+    if bad:
+        return fail(parser.prog, f"--skip: unknown contender(s) {bad}; choose from keras, tflite")
+    try:
+        run(args.model, args.source, frames=args.frames, threads=args.threads, warmup=args.warmup, block=args.block,
+            granularity=args.granularity, skip=skip, json_out=args.json, log=lambda m: print(m, file=sys.stderr))
+    except CliError as e:
+        return fail(parser.prog, str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
