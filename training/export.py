@@ -1,0 +1,519 @@
+"""``python -m training.export``: export a trained clip model for deployment, and check the export.
+
+Usage::
+
+    python -m training.export --model runs/fit/model.keras --format tflite --out model.tflite
+
+Formats
+-------
+
+| format       | what is written                                   | what it is for                                   | verified by                                              | tolerance (max abs err / max abs logit) |
+|--------------|---------------------------------------------------|--------------------------------------------------|----------------------------------------------------------|-----------------------------------------|
+| `keras`      | the clip model, re-saved as a `.keras` file (no optimizer) | training, `deltanet` tools, streaming converter | reloading it with `deltanet.load_model` (safe mode) and running `frame_logits_model` on the clip | 1e-5 |
+| `savedmodel` | a SavedModel folder of the per-frame model, signature `serving_default` (also callable as `.serve`) | TF Serving, TF.js, further conversion | `tf.saved_model.load(out).signatures["serving_default"]`, frame by frame, states carried | 1e-5 |
+| `tflite`     | a float32 `.tflite` flatbuffer (`TFLiteConverter.from_saved_model` on that SavedModel, no optimizations), signature `serving_default` | mobile / embedded CPU (XNNPACK) | the TFLite interpreter `ai_edge_litert.interpreter.Interpreter` (falls back to `tf.lite.Interpreter` when ai-edge-litert is not installed) through `get_signature_runner("serving_default")`, states carried by name | 1e-3 |
+| `onnx`       | an `.onnx` model (opset 17) converted by `tf2onnx.convert.from_function` | ONNX Runtime, TensorRT, OpenVINO | `onnxruntime.InferenceSession` (CPU provider), states carried | 1e-4 |
+| `bundle`     | the streaming runtime's bundle (`streaming.bundle.export_bundle`) | the CPU delta runtime | by `streaming.bundle` itself (not this module) | - |
+
+Every exported per-frame model has the interface of ``deltanet.stream_model.stateful_frame_model``:
+inputs ``frame`` ``(batch, H, W, 3)`` float32 (RGB, values 0..255; the model rescales) plus,
+for threshold-mode delta models, one state ``<delta_name>_ref`` per ``DeltaActivation``
+(start with zeros); outputs ``logits`` ``(batch, classes)`` plus the new states under the
+same names, to feed back with the next frame. Baselines and quantize-mode models have no
+state tensors. ONNX forbids an input and an output of the same name, so there the new
+states come out as ``<delta_name>_ref_out`` (feed ``X_ref_out`` back as ``X_ref``).
+
+The check: a short smooth random clip (``--frames``, default 6, ``--seed``) goes through the
+Keras clip model (``frame_logits_model``: the reference per-frame logits) and through the
+exported artifact frame by frame; the max abs error and the relative error (max abs error
+divided by the largest reference logit) are printed to stderr. If the relative error exceeds
+the format's tolerance, nothing is written at ``--out`` and the exit code is 1.
+
+Writes are atomic: everything is built in a temporary sibling folder
+``.<out name>.partial-<pid>-<random>`` next to ``--out`` and renamed into place only after the
+check passed; the temporary folder is removed on any failure (including Ctrl-C and, for the
+command, SIGTERM). A hard kill (SIGKILL) cannot clean up after itself: the next export to the
+same ``--out`` removes partial folders whose process is gone. ``--out`` is never half-written.
+An existing ``--out`` is replaced only with ``--overwrite`` (a file atomically; a folder is
+renamed aside first, so for a moment ``--out`` is missing, never mixed).
+
+Test hook (not for users): the environment variable ``DELTANET_EXPORT_FAIL_AFTER_WRITE``
+makes the export fail right after the artifact was written to the temporary folder, before
+the check and the rename: ``1`` (or any value but those below) raises ``RuntimeError``,
+``interrupt`` raises ``KeyboardInterrupt``, ``kill`` sends SIGKILL to the process itself;
+unset, empty or ``0`` does nothing.
+
+Exit codes: 0 ok, 1 the check failed (or an unexpected error), 2 a user error (bad argument,
+missing / truncated / not-a-model ``--model`` file, an upstream converter that cannot handle
+the model), 130 interrupted. User errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import sys
+import zipfile
+from pathlib import Path
+
+from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int
+
+FORMATS = ("keras", "savedmodel", "tflite", "onnx", "bundle")
+#: Max allowed (max abs error / max abs reference logit) of each format's check.
+TOLERANCES = {"keras": 1e-5, "savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-4, "bundle": 1e-4}
+ONNX_OPSET = 17
+#: Suffix of the new-state outputs of an ONNX export (ONNX names must be unique in a graph).
+ONNX_STATE_OUT_SUFFIX = "_out"
+FAIL_HOOK_ENV = "DELTANET_EXPORT_FAIL_AFTER_WRITE"
+PARTIAL_MARK = ".partial-"
+PROG = "python -m training.export"
+BUNDLE_MISSING = "bundle export needs the streaming runtime (streaming.bundle)"
+
+
+class CheckFailed(Exception):
+    """The exported model does not reproduce the Keras model within the format's tolerance (exit 1)."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C++ converter/interpreter chatter); exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog=PROG,
+        description="Export a trained clip model (.keras) for deployment and check that the export reproduces it.",
+    )
+    p.add_argument("--model", required=True, help="the trained clip model (.keras, e.g. runs/fit/model.keras)")
+    p.add_argument("--format", required=True, choices=FORMATS, help="what to write (see the module docstring)")
+    p.add_argument("--out", required=True, help="output file (.keras, .tflite, .onnx) or folder (savedmodel)")
+    p.add_argument("--frames", type=positive_int, default=6, help="frames of the generated clip the check runs (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the check clip")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return p
+
+
+# --- the check clip -----------------------------------------------------------------------------
+
+
+def check_clip(height: int, width: int, channels: int = 3, frames: int = 6, seed: int = 0):
+    """A smooth random clip ``(1, frames, height, width, channels)``, float32 integers in 0..255.
+
+    A few slowly moving random sinusoids per channel: neighbouring frames differ a little, so
+    thresholded deltas are sparse and the state of a threshold model matters.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    clip = np.zeros((frames, height, width, channels), np.float64)
+    for c in range(channels):
+        for _ in range(4):
+            fy, fx = rng.uniform(0.5, 3.0, 2) * 2 * np.pi
+            phase, speed, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.3), rng.uniform(20, 50)
+            for t in range(frames):
+                clip[t, :, :, c] += amp * np.sin(fy * yy + fx * xx + phase + speed * t)
+    clip = np.clip(np.rint(127.5 + clip), 0, 255)
+    return clip[None].astype("float32")
+
+
+def compare(got, reference) -> dict:
+    """``max_abs`` error and ``max_rel`` = max abs error / max abs reference (the logit scale)."""
+    import numpy as np
+
+    got = np.asarray(got, np.float64)
+    reference = np.asarray(reference, np.float64)
+    if got.shape != reference.shape:
+        raise CheckFailed(f"the export returns per-frame logits of shape {got.shape}, expected {reference.shape}")
+    max_abs = float(np.max(np.abs(got - reference))) if got.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    return {"max_abs": max_abs, "max_rel": max_abs / max(scale, 1e-12)}
+
+
+# --- running an export frame by frame -----------------------------------------------------------
+
+
+def _run_stream(call, clip, states: dict, state_out=lambda name: name):
+    """Feed ``clip`` frame by frame to ``call(inputs dict) -> outputs dict``, carrying states."""
+    import numpy as np
+
+    from deltanet.stream_model import FRAME_INPUT, LOGITS_OUTPUT
+
+    logits = []
+    for t in range(clip.shape[1]):
+        out = call({FRAME_INPUT: clip[:, t], **states})
+        logits.append(np.asarray(out[LOGITS_OUTPUT]))
+        states = {name: np.asarray(out[state_out(name)]) for name in states}
+    return np.stack(logits, axis=1)
+
+
+def _check_keras(path, clip, **_):
+    from deltanet.models import frame_logits_model
+    from deltanet.saving import load_model
+
+    reloaded = load_model(path, compile=False)
+    return frame_logits_model(reloaded).predict(clip, verbose=0)
+
+
+def _check_savedmodel(path, clip, states, **_):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return _run_stream(lambda inputs: {k: v.numpy() for k, v in serve(**inputs).items()}, clip, states)
+
+
+def _tflite_interpreter(path):
+    """The TFLite interpreter (ai_edge_litert if installed, else tf.lite) and its name."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        name = "ai_edge_litert.interpreter.Interpreter"
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter, name = tf.lite.Interpreter, "tf.lite.Interpreter"
+    with _quiet_stderr():
+        interpreter = Interpreter(model_path=str(path))
+    return interpreter, name
+
+
+def _check_tflite(path, clip, states, **_):
+    interpreter, name = _tflite_interpreter(path)
+    _log(f"check tflite: running the .tflite file in {name} (signature runner 'serving_default')")
+    with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        runner = interpreter.get_signature_runner("serving_default")
+        return _run_stream(lambda inputs: runner(**inputs), clip, states)
+
+
+def _check_onnx(path, clip, states, **_):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return _run_stream(
+        lambda inputs: dict(zip(names, session.run(None, inputs))),
+        clip,
+        states,
+        state_out=lambda name: name + ONNX_STATE_OUT_SUFFIX,
+    )
+
+
+# --- writers (each writes one artifact at `path`, inside the temporary folder) -----------------
+
+
+def _write_keras(clip_model, stream_model, path: Path, work: Path):
+    clip_model.save(path)
+
+
+def _write_savedmodel(clip_model, stream_model, path: Path, work: Path):
+    with _quiet_stderr():
+        stream_model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def _write_tflite(clip_model, stream_model, path: Path, work: Path):
+    import tensorflow as tf
+
+    saved = work / "savedmodel"
+    _write_savedmodel(clip_model, stream_model, saved, work)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    try:
+        with _quiet_stderr():
+            flatbuffer = converter.convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises many types
+        raise CliError(f"the TFLite converter cannot convert {stream_model.name}: {_first_line(e)}") from e
+    path.write_bytes(flatbuffer)
+
+
+def _write_onnx(clip_model, stream_model, path: Path, work: Path):
+    import tensorflow as tf
+
+    try:
+        with _quiet_stderr():
+            import tf2onnx
+    except Exception as e:  # noqa: BLE001 - e.g. a protobuf that tf2onnx cannot use
+        raise CliError(f"onnx export needs tf2onnx, which fails to import here: {_first_line(e)}") from e
+    tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
+    inputs = stream_model._inputs_struct
+    names = list(inputs)
+    specs = [tf.TensorSpec(inputs[k].shape, inputs[k].dtype, name=k) for k in names]
+    out_names = sorted(stream_model._outputs_struct)
+
+    def per_frame(*args):
+        # A flat signature and a list output: tf2onnx 1.17 mishandles dict-structured tf.functions.
+        outputs = stream_model(dict(zip(names, args)), training=False)
+        return [outputs[k] for k in out_names]
+
+    function = tf.function(per_frame, input_signature=specs)
+    try:
+        with _quiet_stderr():
+            model_proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=ONNX_OPSET)
+    except Exception as e:  # noqa: BLE001 - tf2onnx raises many types
+        raise CliError(f"tf2onnx {tf2onnx.__version__} cannot convert {stream_model.name}: {_first_line(e)}") from e
+    from deltanet.stream_model import LOGITS_OUTPUT
+
+    final = [k if k == LOGITS_OUTPUT else k + ONNX_STATE_OUT_SUFFIX for k in out_names]
+    _rename_onnx_outputs(model_proto, final)
+    path.write_bytes(model_proto.SerializeToString())
+
+
+def _rename_onnx_outputs(model_proto, new_names: list[str]) -> None:
+    """Give the graph outputs (in order) the names ``new_names`` (tf2onnx calls them Identity:0...)."""
+    graph = model_proto.graph
+    if len(graph.output) != len(new_names):
+        raise CheckFailed(f"tf2onnx produced {len(graph.output)} outputs, expected {len(new_names)}")
+    mapping = {o.name: n for o, n in zip(graph.output, new_names)}
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+    for value in list(graph.value_info) + list(graph.output):
+        if value.name in mapping:
+            value.name = mapping[value.name]
+
+
+WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
+CHECKS = {"keras": _check_keras, "savedmodel": _check_savedmodel, "tflite": _check_tflite, "onnx": _check_onnx}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def load_clip_model(path):
+    """Load a deltanet clip model from a ``.keras`` file (safe mode); ``CliError`` if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise CliError(f"--model: no such file: {path}")
+    if not path.is_file():
+        raise CliError(f"--model: not a file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CliError(
+            f"--model: {path} is not a .keras model file (not a zip archive: truncated or another kind of file)"
+        )
+    import_tensorflow_quietly()
+    from deltanet.saving import load_model
+
+    try:
+        with _quiet_stderr():
+            model = load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise CliError(f"--model: cannot load {path} as a Keras model ({_first_line(e)})") from e
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 5:
+        raise CliError(
+            f"--model: {path} is not a deltanet clip model (expected one input (batch, time, H, W, C), "
+            f"got {[tuple(t.shape) for t in model.inputs]})"
+        )
+    if any(s is None for s in model.inputs[0].shape[2:]):
+        raise CliError(f"--model: {path} has a frame size that is not fixed: {tuple(model.inputs[0].shape)}")
+    return model
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_partials(out: Path) -> None:
+    """Remove the temporary folders of earlier exports to ``out`` whose process is gone."""
+    prefix = f".{out.name}{PARTIAL_MARK}"
+    if not out.parent.is_dir():
+        return
+    for entry in out.parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _partial_dir(out: Path) -> Path:
+    work = out.parent / f".{out.name}{PARTIAL_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    work.mkdir()
+    return work
+
+
+def _move_into_place(built: Path, out: Path, work: Path) -> None:
+    """Rename ``built`` to ``out``; an existing ``out`` (only with --overwrite) is set aside first."""
+    if out.exists() or out.is_symlink():
+        if built.is_file() and out.is_file():
+            os.replace(built, out)  # atomic for files
+            return
+        os.replace(out, work / "previous")  # same folder: a rename, then removed with `work`
+    os.replace(built, out)
+
+
+def _fail_hook() -> None:
+    action = os.environ.get(FAIL_HOOK_ENV, "").strip().lower()
+    if not action or action in ("0", "false", "no"):
+        return
+    if action == "interrupt":
+        raise KeyboardInterrupt(f"{FAIL_HOOK_ENV}=interrupt")
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"{FAIL_HOOK_ENV} is set: failing after writing the temporary export (test hook)")
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _export_bundle(model, out: Path, work: Path) -> dict:
+    """Hand the model to the streaming runtime (``streaming.bundle``, written by the runtime's owner).
+
+    The hook: ``streaming.bundle.export_bundle(model, path)`` writes the bundle at ``path`` (here
+    inside the temporary folder; renamed into ``--out`` afterwards). If the module also
+    defines ``bundle_frame_logits(path, clip) -> (batch, time, classes)``, the bundle is
+    checked like the other formats; otherwise ``streaming.bundle`` owns its checks.
+    """
+    if importlib.util.find_spec("streaming.bundle") is None:
+        raise CliError(BUNDLE_MISSING)
+    bundle = importlib.import_module("streaming.bundle")
+    built = work / out.name
+    bundle.export_bundle(model, built)
+    return built, getattr(bundle, "bundle_frame_logits", None)
+
+
+def run(
+    model,
+    fmt: str,
+    out,
+    *,
+    frames: int = 6,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Export ``model`` (a ``.keras`` path or a loaded clip model) as ``fmt`` at ``out``, checked.
+
+    Returns ``{"format", "out", "frames", "max_abs", "max_rel", "tolerance", "states"}``
+    (``max_*`` are ``None`` for a bundle whose module has no check).
+
+    Raises:
+        CliError: a user error (bad file, bad --out, a converter that cannot handle the model).
+        CheckFailed: the export does not reproduce the Keras model; nothing was written.
+    """
+    if fmt not in FORMATS:
+        raise CliError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if fmt == "keras" and out.suffix != ".keras":
+        raise CliError(f"--out must end with .keras for --format keras, got {out}")
+    if out.name in ("", ".", ".."):
+        raise CliError(f"--out: not a usable path: {out}")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise CliError(f"--out {out} already exists (pass --overwrite to replace it)")
+    if fmt == "bundle" and importlib.util.find_spec("streaming.bundle") is None:
+        raise CliError(BUNDLE_MISSING)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_clip_model(model)
+    else:
+        import_tensorflow_quietly()
+
+    import numpy as np
+
+    from deltanet.models import frame_logits_model
+    from deltanet.stream_model import initial_states, stateful_frame_model
+
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_partials(out)
+    height, width, channels = (int(s) for s in model.inputs[0].shape[2:])
+    clip = check_clip(height, width, channels, frames=frames, seed=seed)
+    work = _partial_dir(out)
+    try:
+        if fmt == "bundle":
+            built, check = _export_bundle(model, out, work)
+            states = {}
+        else:
+            try:
+                stream_model = stateful_frame_model(model)
+            except (ValueError, TypeError, KeyError) as e:
+                raise CliError(f"cannot build the per-frame model of {model.name}: {_first_line(e)}") from e
+            states = initial_states(stream_model, batch=1)
+            built = work / out.name
+            WRITERS[fmt](model, stream_model, built, work)
+            check = functools.partial(CHECKS[fmt], states=states)
+        _fail_hook()
+        report = {"format": fmt, "out": str(out), "frames": frames, "states": sorted(states)}
+        report.update(max_abs=None, max_rel=None, tolerance=TOLERANCES[fmt])
+        if check is None:
+            _log("check bundle: streaming.bundle has no bundle_frame_logits; not checked here")
+        else:
+            reference = frame_logits_model(model).predict(clip, verbose=0)
+            report.update(compare(check(built, clip), reference))
+            ok = report["max_rel"] <= report["tolerance"]
+            what = f"frame by frame, {len(states)} state tensor(s) carried"
+            what = "the reloaded clip model" if fmt == "keras" else what
+            _log(
+                f"check {fmt}: {frames} frames, {what}: max abs err "
+                f"{report['max_abs']:.3g}, max rel err {report['max_rel']:.3g} "
+                f"(tolerance {report['tolerance']:g} rel): {'ok' if ok else 'FAILED'}"
+            )
+            if not ok:
+                raise CheckFailed(
+                    f"the {fmt} export does not reproduce the Keras model: max rel err {report['max_rel']:.3g} > "
+                    f"{report['tolerance']:g}; nothing written at {out}"
+                )
+        _move_into_place(built, out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _log(f"exported {fmt} -> {out}")
+    return report
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if __name__ == "__main__":  # SIGTERM cleans up like Ctrl-C (only SIGKILL leaves a partial folder)
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        run(args.model, args.format, args.out, frames=args.frames, seed=args.seed, overwrite=args.overwrite)
+    except CliError as e:
+        return fail(parser.prog, str(e))
+    except CheckFailed as e:
+        print(f"{parser.prog}: check failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
