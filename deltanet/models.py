@@ -174,6 +174,9 @@ def per_frame_model(clip_model: keras.Model) -> keras.Model:
         elif isinstance(layer, DeltaActivation):
             out = args[0]
         else:
+            if isinstance(layer, keras.layers.Concatenate) and layer.axis > 0:
+                # deltafy moved a positive axis past the time axis; move it back
+                layer = keras.layers.Concatenate(axis=layer.axis - 1, name=layer.name.removesuffix("_clip"))
             out = layer(args if len(args) > 1 else args[0])
         tensors[id(node.outputs[0])] = out
     name = frames_model.name.removesuffix("_frames") + "_per_frame"
