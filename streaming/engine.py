@@ -93,6 +93,9 @@ class DeltaEngine:
         threads: numba threads for the parallel kernels (``None``: leave numba's setting;
             ``1``: serial kernels).
         keyframe_interval: a dense refresh every this many frames (``None``: only frame 0).
+        profile: time every step (per-layer and per-phase milliseconds in ``FrameStats``)
+            by running the steps from Python; otherwise non-keyframes run as one compiled
+            numba call (``streaming.compiled``) and ``layer_ms`` is NaN.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class DeltaEngine:
         granularity: str | dict = "element",
         threads: int | None = None,
         keyframe_interval: int | None = None,
+        profile: bool = False,
     ):
         if mode not in ("delta", "dense"):
             raise ValueError(f"mode must be 'delta' or 'dense', got {mode!r}")
@@ -112,6 +116,7 @@ class DeltaEngine:
         self.plan = plan
         self.mode = mode
         self.keyframe_interval = keyframe_interval
+        self.profile = bool(profile)
         if threads is not None:
             import numba
 
@@ -121,6 +126,11 @@ class DeltaEngine:
         self.info = dict(plan.info)
         self.class_names = list(self.info.get("class_names") or [])
         self._build(granularity)
+        self._compiled = None
+        if mode == "delta" and not self.profile:
+            from streaming.compiled import CompiledFrame
+
+            self._compiled = CompiledFrame(self)
         self.reset()
 
     # --- construction ----------------------------------------------------------------------
@@ -139,7 +149,7 @@ class DeltaEngine:
 
     def clone(self, **overrides) -> "DeltaEngine":
         """A new engine (its own stream state) sharing this one's plan and weights."""
-        kwargs = dict(mode=self.mode, granularity=dict(self._granularity), keyframe_interval=self.keyframe_interval)
+        kwargs = dict(mode=self.mode, granularity=dict(self._granularity), keyframe_interval=self.keyframe_interval, profile=self.profile)
         kwargs.update(overrides)
         return DeltaEngine(self.plan, **kwargs)
 
@@ -221,6 +231,16 @@ class DeltaEngine:
         self._ms[:] = 0
         phase = {"input": 0.0, "encode": 0.0, "mac": 0.0, "other": 0.0}
         clock = time.perf_counter
+        if self._compiled is not None and not dense_pass:
+            start = clock()
+            bad = self._compiled.run(frame, self._nnz, self._macs)
+            total = (clock() - start) * 1e3
+            if bad >= 0:
+                raise ValueError(f"non-finite activations entering {self._compiled.step_names[bad]!r}: the model or the frame is broken")
+            self.frame_index = k + 1
+            self._ms[:] = np.nan
+            logits = self._out.value.reshape(-1).copy()
+            return logits, FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), self._ms.copy(), total, {})
         start = t0 = clock()
         for r in self._steps:
             r.run(frame, dense_pass)

@@ -112,3 +112,33 @@ def depthwise_conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: str
             patch = x[ky : ky + stride * (ho - 1) + 1 : stride, kx : kx + stride * (wo - 1) + 1 : stride, :]
             out += patch[..., None] * np.asarray(w[ky, kx], np.float64)[None, None]
     return out.reshape(ho, wo, c * m)
+
+
+# --- sparse-delta helpers (for the ops/ kernel tests) ---------------------------------
+
+
+def to_sparse(d: np.ndarray):
+    """One frame's dense delta ``(H, W, C)`` -> ``(active, rows)``: the ascending flat
+    indices of the pixels with a non-zero channel, and their delta rows (the layout of
+    ``ops.encode``, trimmed to the active pixels)."""
+    d = np.asarray(d, np.float32)
+    h, w, c = d.shape
+    flat = d.reshape(h * w, c)
+    active = np.flatnonzero(np.any(flat != 0, axis=1)).astype(np.int32)
+    return active, np.ascontiguousarray(flat[active])
+
+
+def to_dense(active, n_active: int, rows, h: int, w: int) -> np.ndarray:
+    """Inverse of :func:`to_sparse`: scatter ``rows[:n_active]`` to pixels ``active[:n_active]``."""
+    rows = np.asarray(rows)
+    out = np.zeros((h * w, rows.shape[1]), rows.dtype)
+    out[np.asarray(active[:n_active])] = rows[:n_active]
+    return out.reshape(h, w, rows.shape[1])
+
+
+def reached_outputs(mask: np.ndarray, kh: int, kw: int, stride: int = 1, padding: str = "valid") -> np.ndarray:
+    """Flat indices (ascending) of the conv outputs whose receptive field contains a
+    ``True`` pixel of the 2-D ``mask`` -- the outputs a sparse delta can change."""
+    ind = np.asarray(mask, np.float64)[..., None]
+    hit = conv2d(ind, np.ones((kh, kw, 1, 1)), stride, padding)[..., 0] > 0
+    return np.flatnonzero(hit.ravel())

@@ -1,0 +1,145 @@
+"""Numba settings for every kernel in :mod:`ops`, defined once.
+
+Every kernel in ``ops`` is compiled with one of the three decorators below, so the
+settings live in exactly one place:
+
+* :data:`njit_exact` -- the encoders and bookkeeping helpers. **No fastmath**: the
+  encoder's arithmetic must be bit-identical to NumPy's float32 ``x / step``,
+  ``rint``, ``* step``, ``x - r`` and ``abs(d) > theta``.
+* :data:`njit_mac` -- serial multiply-accumulate kernels. Fastmath restricted to the
+  flags in :data:`FASTMATH_MAC` (contraction into FMA, reassociation, no signed
+  zeros); ``nnan``/``ninf`` are *not* set, so NaN and Inf still propagate.
+* :data:`njit_par` -- parallel MAC kernels (``prange``): :data:`njit_mac` plus
+  ``parallel=PARALLEL``.
+
+Common options (:data:`JIT`): ``cache``, ``error_model="numpy"`` (no ZeroDivisionError
+checks: kernels never divide by a run-time zero), ``boundscheck``, ``nogil=True``.
+
+Environment overrides, read once at import:
+
+``DELTANET_NUMBA_PARALLEL``
+    ``0`` compiles the ``*_par`` kernels without ``parallel=True`` (``prange`` then
+    runs as ``range``). Default ``1``.
+``DELTANET_NUMBA_FASTMATH``
+    ``0`` turns fastmath off in the MAC kernels too. Default ``1``.
+``DELTANET_NUMBA_BOUNDSCHECK``
+    ``1`` compiles every kernel with bounds checking (IndexError instead of memory
+    corruption; slow, for debugging). Default: unset, i.e. numba's own
+    ``NUMBA_BOUNDSCHECK`` decides (off by default).
+``DELTANET_NUMBA_BLAS``
+    ``0`` makes the pixel-wise kernels use a hand-written product instead of
+    ``np.dot`` (which numba routes to SciPy's BLAS ``sgemm``). Default: ``1`` when
+    SciPy is importable.
+``DELTANET_NUMBA_CACHE``
+    ``0``/``1`` forces the on-disk cache off/on. Default: on, **unless** one of the
+    overrides above changes a setting from its default, or ``NUMBA_NUM_THREADS`` is not
+    the CPU count (it fixes :data:`PAR_BLOCKS`): numba's cache index does not record
+    compile flags or globals, so a cached kernel compiled with other settings would be
+    silently reused.
+
+``NUMBA_DISABLE_JIT=1`` is honoured as usual: every kernel then runs as plain Python
+(slowly), which is how the tests check the kernels' logic without the compiler.
+
+Threads: the parallel kernels use numba's threading layer (OpenMP here) with
+``numba.set_num_threads``; a kernel splits its work into at most :data:`PAR_BLOCKS`
+blocks. Keep BLAS single-threaded (``OPENBLAS_NUM_THREADS=1`` before NumPy/SciPy are
+imported) when using them: OpenBLAS's own worker threads and numba's compete for the
+same cores and then stall for milliseconds. On a 2-core machine that is also running
+anything else, a parallel region waits for a descheduled worker for a whole time
+slice (~8 ms measured); the serial kernels do not have that failure mode.
+
+On-disk cache caveat: numba keys a cached kernel on its own source file only. The
+kernels of ``ops/depthwise.py`` compile in helpers from ``ops/conv.py``; after editing
+``conv.py`` (or ``encode.py``), delete ``ops/__pycache__/*.nbi``/``*.nbc``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numba
+
+__all__ = [
+    "PARALLEL",
+    "FASTMATH",
+    "FASTMATH_MAC",
+    "BOUNDSCHECK",
+    "USE_BLAS",
+    "CACHE",
+    "JIT",
+    "JIT_EXACT",
+    "JIT_MAC",
+    "JIT_PAR",
+    "njit_exact",
+    "njit_mac",
+    "njit_par",
+    "prange",
+    "CHANNEL_BLOCK",
+    "PAR_BLOCKS",
+]
+
+
+def _env_flag(name: str, default: bool | None) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    raw = raw.strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 0/1 (or true/false), got {os.environ.get(name)!r}")
+
+
+def _scipy_available() -> bool:
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot needs it)
+    except ImportError:
+        return False
+    return True
+
+
+PARALLEL: bool = _env_flag("DELTANET_NUMBA_PARALLEL", True)
+FASTMATH: bool = _env_flag("DELTANET_NUMBA_FASTMATH", True)
+BOUNDSCHECK: bool | None = _env_flag("DELTANET_NUMBA_BOUNDSCHECK", None)
+_blas_env = _env_flag("DELTANET_NUMBA_BLAS", None)
+USE_BLAS: bool = _scipy_available() if _blas_env is None else (_blas_env and _scipy_available())
+
+#: Number of blocks a parallel kernel splits its work into: the process's maximum
+#: thread count (``NUMBA_NUM_THREADS``, frozen at compile time). With fewer threads
+#: (``numba.set_num_threads``) the blocks are shared out among them; it is a global
+#: constant rather than ``numba.get_num_threads()`` because kernels that call the
+#: latter cannot be cached. Since numba's cache does not record globals, the cache is
+#: only used when this is the default (the number of CPUs).
+PAR_BLOCKS: int = max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+_defaults = (
+    PARALLEL
+    and FASTMATH
+    and not BOUNDSCHECK
+    and _blas_env in (None, True)
+    and PAR_BLOCKS == numba.config.NUMBA_DEFAULT_NUM_THREADS
+)
+CACHE: bool = _env_flag("DELTANET_NUMBA_CACHE", _defaults)
+
+#: Fastmath flags of the MAC kernels: FMA contraction, reassociation, no signed zeros.
+#: Deliberately without ``nnan``/``ninf``/``afn``/``arcp``.
+FASTMATH_MAC = frozenset({"contract", "reassoc", "nsz"}) if FASTMATH else frozenset()
+
+
+#: When output channels are split among threads (a single-pixel Dense layer), they are
+#: split in blocks of this many (one AVX-512 register of float32, a 64-byte line).
+CHANNEL_BLOCK: int = 16
+
+JIT: dict = dict(cache=CACHE, error_model="numpy", nogil=True)
+if BOUNDSCHECK is not None:
+    JIT["boundscheck"] = BOUNDSCHECK
+JIT_EXACT: dict = dict(JIT, fastmath=False)
+JIT_MAC: dict = dict(JIT, fastmath=set(FASTMATH_MAC) if FASTMATH_MAC else False)
+JIT_PAR: dict = dict(JIT_MAC, parallel=PARALLEL)
+
+njit_exact = functools.partial(numba.njit, **JIT_EXACT)
+njit_mac = functools.partial(numba.njit, **JIT_MAC)
+njit_par = functools.partial(numba.njit, **JIT_PAR)
+prange = numba.prange

@@ -1,0 +1,474 @@
+"""Delta encoders: turn one frame of activations into a sparse delta.
+
+One encoder per ``DeltaActivation`` mode (the definition is ``tests/naive.py``):
+
+* **threshold** (hysteresis), state ``ref``: per element ``d = x - ref``; where
+  ``|d| > theta[c]`` the element fires, transmits ``d`` and sets ``ref = x`` exactly.
+* **quantize**, state ``y_prev``: ``y = rint(x / step[c]) * step[c]`` (true float32
+  division, round half to even), transmits ``d = y - y_prev`` and sets ``y_prev = y``.
+
+Sparse delta of one frame (the buffer contract shared with :mod:`ops.conv` and
+:mod:`ops.depthwise`)
+--------------------------------------------------------------------------------
+For a frame of shape ``(H, W, C)``:
+
+``active`` : int32 ``(H*W,)``
+    Its first ``n_active`` entries are the flat pixel indices ``y*W + x`` of the pixels
+    with at least one non-zero channel delta, in ascending order (for the ``*_pixels``
+    variants: in the order of the candidate list, i.e. ascending if it is).
+``rows`` : float32 ``(H*W, C)``
+    Its first ``n_active`` rows are those pixels' delta vectors (exact zeros in the
+    channels that did not change). Rows ``>= n_active`` are scratch: their content is
+    unspecified.
+``nnz``
+    The number of non-zero delta elements (so the density is ``nnz / (H*W*C)``).
+
+Entries past ``n_active`` are never read by the MAC kernels. The buffers are allocated
+once (:func:`empty_delta`) and reused every frame: the kernels never allocate. All
+kernels in ``ops`` expect C-contiguous arrays (numba layout ``'C'``: whole buffers or
+leading-axis slices of them).
+
+Non-finite input: every encoder first counts the non-finite values of the pixels it is
+about to examine; if there is any, it returns immediately **without touching the
+state or the buffers** and the public function raises ``ValueError``. The private
+kernels return that count as a third value so compiled callers can react without
+exceptions.
+
+The arithmetic is compiled without fastmath, so it is bit-identical to NumPy's
+float32 arithmetic (``tests/test_ops_encode.py`` checks it, ties of ``rint`` included).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ops.config import njit_exact
+
+__all__ = [
+    "empty_delta",
+    "encode_threshold",
+    "encode_quantize",
+    "encode_threshold_pixels",
+    "encode_quantize_pixels",
+]
+
+
+# --------------------------------------------------------------------------------------
+# validation helpers (shared by ops.conv and ops.depthwise)
+# --------------------------------------------------------------------------------------
+
+
+def _check_array(name, a, dtype, ndim=None, shape=None, writeable=False):
+    """Raise ValueError unless ``a`` is a C-contiguous ndarray of ``dtype`` (and shape)."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.dtype(dtype):
+        raise ValueError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype.name}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if shape is not None:
+        if len(shape) != a.ndim or any(s is not None and s != t for s, t in zip(shape, a.shape)):
+            want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
+    if writeable and not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    return a
+
+
+def _check_count(name, n, upper):
+    """Raise ValueError unless ``n`` is an integer in ``[0, upper]``; return it as int."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {type(n).__name__}")
+    n = int(n)
+    if n < 0 or n > upper:
+        raise ValueError(f"{name} must be in [0, {upper}], got {n}")
+    return n
+
+
+def _check_pixel_list(name, idx, n, n_pixels):
+    """Raise ValueError unless ``idx[:n]`` are strictly ascending pixel indices in range."""
+    head = idx[:n]
+    if n and (head.min() < 0 or head.max() >= n_pixels):
+        raise ValueError(
+            f"{name}[:{n}] must hold pixel indices in [0, {n_pixels}), "
+            f"got values in [{head.min()}, {head.max()}]"
+        )
+    if n > 1 and not np.all(head[1:] > head[:-1]):
+        raise ValueError(f"{name}[:{n}] must be strictly ascending (no duplicates)")
+
+
+def _check_frame_and_param(x, param, param_name, state, state_name):
+    _check_array("x", x, np.float32, ndim=3)
+    h, w, c = x.shape
+    if h == 0 or w == 0 or c == 0:
+        raise ValueError(f"x must have non-zero dimensions, got shape {x.shape}")
+    _check_array(param_name, param, np.float32, shape=(c,))
+    _check_array(state_name, state, np.float32, shape=(h, w, c), writeable=True)
+    return h, w, c
+
+
+def _check_delta_buffers(active, rows, n_pixels, c, writeable=True):
+    _check_array("active", active, np.int32, shape=(n_pixels,), writeable=writeable)
+    _check_array("rows", rows, np.float32, shape=(n_pixels, c), writeable=writeable)
+
+
+def _raise_nonfinite(bad, x):
+    raise ValueError(
+        f"x contains {bad} non-finite value(s) (NaN or Inf) among the examined pixels "
+        f"(x shape {x.shape}); state and buffers were left unchanged"
+    )
+
+
+def empty_delta(h: int, w: int, c: int):
+    """Allocate the buffers of one sparse delta of a ``(h, w, c)`` frame.
+
+    Parameters
+    ----------
+    h, w, c : int
+        Frame height, width and channels.
+
+    Returns
+    -------
+    active : ndarray of int32, shape (h*w,)
+    rows : ndarray of float32, shape (h*w, c)
+        Zero-filled (the contents past ``n_active`` are unspecified after use).
+    """
+    return np.zeros(h * w, np.int32), np.zeros((h * w, c), np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------
+
+
+@njit_exact
+def _nonfinite_frame(x):
+    """Number of non-finite values in the whole ``(H, W, C)`` frame (C-contiguous)."""
+    # one flat loop vectorizes far better than three nested ones (6x for C = 24)
+    xf = x.reshape(x.size)
+    bad = 0
+    for i in range(xf.shape[0]):
+        bad += not math.isfinite(xf[i])
+    return bad
+
+
+@njit_exact
+def _nonfinite_pixels(x, candidates, n_candidates):
+    """Number of non-finite values in the listed pixels of ``x``."""
+    w = x.shape[1]
+    c = x.shape[2]
+    bad = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        i = p // w
+        j = p - i * w
+        for k in range(c):
+            bad += not math.isfinite(x[i, j, k])
+    return bad
+
+
+@njit_exact
+def _threshold_pixel(x, theta, ref, rows, i, j, n):
+    """Threshold-encode pixel (i, j) into ``rows[n]``; return its number of fired channels."""
+    c = x.shape[2]
+    zero = np.float32(0.0)
+    fired = 0
+    for k in range(c):
+        xv = x[i, j, k]
+        rv = ref[i, j, k]
+        d = xv - rv
+        fire = abs(d) > theta[k]
+        # selects, not branches: the loop vectorizes and random firing costs no
+        # mispredictions
+        rows[n, k] = d if fire else zero
+        ref[i, j, k] = xv if fire else rv
+        fired += fire
+    return fired
+
+
+@njit_exact
+def _quantize_pixel(x, step, y_prev, rows, i, j, n):
+    """Quantize-encode pixel (i, j) into ``rows[n]``; return its number of non-zero deltas."""
+    c = x.shape[2]
+    changed = 0
+    for k in range(c):
+        s = step[k]
+        y = np.rint(x[i, j, k] / s) * s
+        d = y - y_prev[i, j, k]
+        y_prev[i, j, k] = y
+        rows[n, k] = d
+        changed += d != 0
+    return changed
+
+
+@njit_exact
+def _encode_threshold(x, theta, ref, active, rows):
+    """Threshold encoder over the whole frame. Returns ``(n_active, nnz, n_nonfinite)``.
+
+    ``x``, ``ref``: (H, W, C) float32; ``theta``: (C,) float32 (>= 0); ``active``: (H*W,)
+    int32; ``rows``: (H*W, C) float32. If ``n_nonfinite > 0`` nothing was modified and
+    ``n_active == nnz == 0``.
+    """
+    bad = _nonfinite_frame(x)
+    if bad > 0:
+        return 0, 0, bad
+    h, w, _ = x.shape
+    n = 0
+    nnz = 0
+    for i in range(h):
+        for j in range(w):
+            fired = _threshold_pixel(x, theta, ref, rows, i, j, n)
+            if fired > 0:
+                active[n] = i * w + j
+                n += 1
+                nnz += fired
+    return n, nnz, 0
+
+
+@njit_exact
+def _encode_threshold_pixels(x, theta, ref, candidates, n_candidates, active, rows):
+    """Threshold encoder over the pixels ``candidates[:n_candidates]`` only (in that order).
+
+    Returns ``(n_active, nnz, n_nonfinite)``; see :func:`_encode_threshold`.
+    """
+    bad = _nonfinite_pixels(x, candidates, n_candidates)
+    if bad > 0:
+        return 0, 0, bad
+    w = x.shape[1]
+    n = 0
+    nnz = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        i = p // w
+        j = p - i * w
+        fired = _threshold_pixel(x, theta, ref, rows, i, j, n)
+        if fired > 0:
+            active[n] = p
+            n += 1
+            nnz += fired
+    return n, nnz, 0
+
+
+@njit_exact
+def _encode_quantize(x, step, y_prev, active, rows):
+    """Quantize encoder over the whole frame. Returns ``(n_active, nnz, n_nonfinite)``.
+
+    ``x``, ``y_prev``: (H, W, C) float32; ``step``: (C,) float32 (> 0); buffers as
+    :func:`_encode_threshold`.
+    """
+    bad = _nonfinite_frame(x)
+    if bad > 0:
+        return 0, 0, bad
+    h, w, _ = x.shape
+    n = 0
+    nnz = 0
+    for i in range(h):
+        for j in range(w):
+            changed = _quantize_pixel(x, step, y_prev, rows, i, j, n)
+            if changed > 0:
+                active[n] = i * w + j
+                n += 1
+                nnz += changed
+    return n, nnz, 0
+
+
+@njit_exact
+def _encode_quantize_pixels(x, step, y_prev, candidates, n_candidates, active, rows):
+    """Quantize encoder over the pixels ``candidates[:n_candidates]`` only (in that order).
+
+    Returns ``(n_active, nnz, n_nonfinite)``; see :func:`_encode_quantize`.
+    """
+    bad = _nonfinite_pixels(x, candidates, n_candidates)
+    if bad > 0:
+        return 0, 0, bad
+    w = x.shape[1]
+    n = 0
+    nnz = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        i = p // w
+        j = p - i * w
+        changed = _quantize_pixel(x, step, y_prev, rows, i, j, n)
+        if changed > 0:
+            active[n] = p
+            n += 1
+            nnz += changed
+    return n, nnz, 0
+
+
+# --------------------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------------------
+
+
+def _check_theta(theta):
+    if not np.all(np.isfinite(theta)) or np.any(theta < 0):
+        raise ValueError(f"theta must be finite and >= 0, got min {theta.min()!r}, max {theta.max()!r}")
+
+
+def _check_step(step):
+    if not np.all(np.isfinite(step)) or np.any(step <= 0):
+        raise ValueError(f"step must be finite and > 0, got min {step.min()!r}, max {step.max()!r}")
+
+
+def encode_threshold(x, theta, ref, active, rows):
+    """Threshold-mode (hysteresis) delta encoding of one frame.
+
+    Per element: ``d = x - ref``; it fires if ``|d| > theta[c]``; a fired element
+    transmits ``d`` and its reference becomes exactly ``x``. Matches
+    ``tests/naive.py::threshold_stream`` bit for bit.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (H, W, C), C-contiguous
+        The current frame's activations. Must be finite.
+    theta : ndarray of float32, shape (C,)
+        Per-channel thresholds, finite and ``>= 0``.
+    ref : ndarray of float32, shape (H, W, C), C-contiguous
+        The reference (state, all zeros before the first frame); updated in place.
+    active : ndarray of int32, shape (H*W,)
+        Output: first ``n_active`` entries = ascending flat indices of the active pixels.
+    rows : ndarray of float32, shape (H*W, C)
+        Output: first ``n_active`` rows = those pixels' delta vectors.
+
+    Returns
+    -------
+    n_active : int
+        Number of pixels with at least one non-zero delta.
+    nnz : int
+        Number of non-zero delta elements.
+
+    Raises
+    ------
+    ValueError
+        On a wrong dtype, shape or layout, a negative or non-finite ``theta``, or if
+        ``x`` has NaN/Inf (then ``ref`` and the buffers are left unchanged).
+    """
+    h, w, c = _check_frame_and_param(x, theta, "theta", ref, "ref")
+    _check_theta(theta)
+    _check_delta_buffers(active, rows, h * w, c)
+    n, nnz, bad = _encode_threshold(x, theta, ref, active, rows)
+    if bad:
+        _raise_nonfinite(bad, x)
+    return int(n), int(nnz)
+
+
+def encode_quantize(x, step, y_prev, active, rows):
+    """Quantize-mode delta encoding of one frame.
+
+    ``y = rint(x / step[c]) * step[c]`` (float32 true division, round half to even),
+    ``d = y - y_prev``, then ``y_prev = y``. Matches ``tests/naive.py::quantize_stream``
+    bit for bit.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (H, W, C), C-contiguous
+        The current frame's activations. Must be finite.
+    step : ndarray of float32, shape (C,)
+        Per-channel quantization steps, finite and ``> 0``.
+    y_prev : ndarray of float32, shape (H, W, C), C-contiguous
+        The previous quantized output (state, zeros before the first frame); updated
+        in place.
+    active, rows :
+        Output buffers, see :func:`encode_threshold`.
+
+    Returns
+    -------
+    n_active : int
+    nnz : int
+
+    Raises
+    ------
+    ValueError
+        On a wrong dtype, shape or layout, a non-positive or non-finite ``step``, or if
+        ``x`` has NaN/Inf (then ``y_prev`` and the buffers are left unchanged).
+    """
+    h, w, c = _check_frame_and_param(x, step, "step", y_prev, "y_prev")
+    _check_step(step)
+    _check_delta_buffers(active, rows, h * w, c)
+    n, nnz, bad = _encode_quantize(x, step, y_prev, active, rows)
+    if bad:
+        _raise_nonfinite(bad, x)
+    return int(n), int(nnz)
+
+
+def _check_candidates(candidates, n_candidates, n_pixels):
+    _check_array("candidates", candidates, np.int32, ndim=1)
+    n = _check_count("n_candidates", n_candidates, candidates.shape[0])
+    _check_pixel_list("candidates", candidates, n, n_pixels)
+    return n
+
+
+def encode_threshold_pixels(x, theta, ref, candidates, n_candidates, active, rows):
+    """Threshold-mode encoding restricted to a list of candidate pixels.
+
+    Only the pixels ``candidates[:n_candidates]`` are examined (and only their ``ref``
+    may change); every other pixel produces no delta. Use it when only those pixels'
+    inputs can have changed (e.g. the ``touched`` list of the MAC kernels).
+
+    Parameters
+    ----------
+    x, theta, ref, active, rows :
+        As in :func:`encode_threshold`.
+    candidates : ndarray of int32, shape (K,), C-contiguous
+        Flat pixel indices ``y*W + x``; the first ``n_candidates`` must be strictly
+        ascending and in ``[0, H*W)``. ``active`` lists the active ones in this order.
+    n_candidates : int
+        Number of valid entries of ``candidates``.
+
+    Returns
+    -------
+    n_active : int
+    nnz : int
+
+    Raises
+    ------
+    ValueError
+        As :func:`encode_threshold`, plus a bad candidate list. Non-finite values are
+        only looked for in the candidate pixels.
+    """
+    h, w, c = _check_frame_and_param(x, theta, "theta", ref, "ref")
+    _check_theta(theta)
+    _check_delta_buffers(active, rows, h * w, c)
+    n_cand = _check_candidates(candidates, n_candidates, h * w)
+    n, nnz, bad = _encode_threshold_pixels(x, theta, ref, candidates, n_cand, active, rows)
+    if bad:
+        _raise_nonfinite(bad, x)
+    return int(n), int(nnz)
+
+
+def encode_quantize_pixels(x, step, y_prev, candidates, n_candidates, active, rows):
+    """Quantize-mode encoding restricted to a list of candidate pixels.
+
+    See :func:`encode_quantize` and :func:`encode_threshold_pixels`.
+
+    Parameters
+    ----------
+    x, step, y_prev, active, rows :
+        As in :func:`encode_quantize`.
+    candidates : ndarray of int32, shape (K,)
+        Strictly ascending flat pixel indices (first ``n_candidates`` entries).
+    n_candidates : int
+
+    Returns
+    -------
+    n_active : int
+    nnz : int
+
+    Raises
+    ------
+    ValueError
+        As :func:`encode_quantize`, plus a bad candidate list.
+    """
+    h, w, c = _check_frame_and_param(x, step, "step", y_prev, "y_prev")
+    _check_step(step)
+    _check_delta_buffers(active, rows, h * w, c)
+    n_cand = _check_candidates(candidates, n_candidates, h * w)
+    n, nnz, bad = _encode_quantize_pixels(x, step, y_prev, candidates, n_cand, active, rows)
+    if bad:
+        _raise_nonfinite(bad, x)
+    return int(n), int(nnz)
