@@ -43,7 +43,10 @@ F_OP, F_IN0, F_NIN, F_OUT = 0, 1, 2, 3
 T_VAL, T_H, T_W, T_C, T_PIX, T_ALL = range(6)
 
 
-@njit(cache=True, nogil=True)
+# Not cached on disk: numba's cache is keyed on this file alone and would happily reuse a
+# compiled frame loop whose inlined ops kernels have changed since (a crash, not a
+# slowdown). Compiling it takes a few seconds once per process.
+@njit(cache=False, nogil=True)
 def _run(S, P, INL, T, F, I, U, frame, lst, nlst, nnz, macs, par):
     """Execute one delta frame. Returns the index of a step that met non-finite values, or -1."""
     for s in range(S.shape[0]):
