@@ -217,6 +217,11 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
         "speedup": speedup,
         "max_rel_logit_error": float(err.max()),
         "top1_agreement": float(np.mean(engine_logits.argmax(1) == keras_delta.argmax(1))),
+        # A threshold/rounding decision that lands on the other side in float32 (the engine
+        # sums deltas in another order than a dense convolution) changes that element by up
+        # to theta until it fires again; these say whether and when that happened.
+        "frames_over_1e-4": int(np.sum(err > 1e-4)),
+        "first_frame_over_1e-4": int(np.argmax(err > 1e-4)) if np.any(err > 1e-4) else None,
         "phase_ms": phases,
         "layers": layers,
         "dense_macs_per_frame": int(dense_macs.sum()),
