@@ -136,7 +136,7 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
     gran = granularity
     if granularity == "auto":
         gran = tune_granularity(plan, clip[: min(n, 60)], threads=threads)
-        log(f"granularity: {sum(v == 'pixel' for v in gran.values())} of {len(gran)} MAC layers pixel-wise, the rest element-wise")
+        log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
     delta = DeltaEngine(plan, granularity=gran, threads=threads)
     dense = DeltaEngine(plan, mode="dense", threads=threads)
     per_frame = deltanet.per_frame_model(clip_model)

@@ -47,7 +47,7 @@ T_VAL, T_H, T_W, T_C, T_PIX, T_ALL = range(6)
 # compiled frame loop whose inlined ops kernels have changed since (a crash, not a
 # slowdown). Compiling it takes a few seconds once per process.
 @njit(cache=False, nogil=True)
-def _run(S, P, INL, T, F, I, U, frame, lst, nlst, nnz, macs, par):
+def _run(S, P, INL, T, F, I, U, frame, lst, nlst, nnz, macs):
     """Execute one delta frame. Returns the index of a step that met non-finite values, or -1."""
     for s in range(S.shape[0]):
         op = S[s, F_OP]
@@ -88,6 +88,7 @@ def _run(S, P, INL, T, F, I, U, frame, lst, nlst, nnz, macs, par):
             mark = U[S[s, 13]]
             stride, pt, pl = S[s, 10], S[s, 11], S[s, 12]
             nzbuf = I[S[s, 14]].reshape((S[s, 15], cin))
+            par = S[s, 20] != 0
             if kind == K_CONV_E:
                 w = wflat.reshape((kh, kw, cin, cout))
                 if par:
@@ -259,7 +260,7 @@ class CompiledFrame:
                     row[16] = f(r.gather)
                 if r.prod is not None:
                     row[17] = f(r.prod)
-                row[18], row[19] = enc_index[id(r.enc)], r.mac_index
+                row[18], row[19], row[20] = enc_index[id(r.enc)], r.mac_index, int(r.parallel)
             elif isinstance(r, _ActivationRunner):
                 row[F_OP], row[4] = OP_ACT, r.code
                 P[s, :3] = r.a
@@ -290,4 +291,4 @@ class CompiledFrame:
     def run(self, frame: np.ndarray, nnz: np.ndarray, macs: np.ndarray) -> int:
         """Run one delta frame; fills per-MAC-layer ``nnz`` and ``macs``; returns -1 or a bad step."""
         return _run(self.S, self.P, self.INL, self.T, self.F, self.I, self.U, frame.reshape(-1, frame.shape[2]),
-                    self.lst, self.nlst, nnz, macs, self.engine.parallel)
+                    self.lst, self.nlst, nnz, macs)

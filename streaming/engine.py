@@ -46,6 +46,9 @@ from ops.encode import _encode_quantize_pixels, _encode_threshold_pixels
 from streaming.plan import MAC_OPS, Plan, validate_plan
 
 GRANULARITIES = ("element", "pixel")
+#: per-layer kernel choices: a granularity, optionally "-parallel" (numba prange; only used
+#: when the engine has threads > 1). Which is fastest is measured (``streaming.tuning``).
+KERNEL_CHOICES = GRANULARITIES + tuple(g + "-parallel" for g in GRANULARITIES)
 
 
 class _Tensor:
@@ -88,8 +91,9 @@ class DeltaEngine:
     Args:
         plan: a ``streaming.plan.Plan`` (``from_keras`` / ``streaming.bundle.load_bundle``).
         mode: ``"delta"`` (default) or ``"dense"`` (delta layers as identities, dense MACs).
-        granularity: ``"element"``, ``"pixel"``, or a dict layer name -> one of them.
-            Defaults to ``"element"``. ``tune_granularity`` picks per layer by measurement.
+        granularity: ``"element"``, ``"pixel"`` (optionally suffixed ``"-parallel"``), or a
+            dict layer name -> one of them. Defaults to ``"element"``.
+            ``streaming.tuning.tune_granularity`` picks per layer by measurement.
         threads: numba threads for the parallel kernels (``None``: leave numba's setting;
             ``1``: serial kernels).
         keyframe_interval: a dense refresh every this many frames (``None``: only frame 0).
@@ -172,12 +176,13 @@ class DeltaEngine:
             [int(np.prod(plan.tensors[s["inputs"][0]])) for s in plan.steps if s["op"] in MAC_OPS], np.int64
         )
         if isinstance(granularity, str):
-            if granularity not in GRANULARITIES:
-                raise ValueError(f"granularity must be one of {GRANULARITIES} or a dict, got {granularity!r}")
             granularity = {n: granularity for n in self.layer_names}
         unknown = set(granularity) - set(self.layer_names)
         if unknown:
             raise ValueError(f"granularity names unknown MAC layers: {sorted(unknown)}")
+        bad = {v for v in granularity.values() if v not in KERNEL_CHOICES}
+        if bad:
+            raise ValueError(f"granularity must be one of {KERNEL_CHOICES} (or a dict of them), got {sorted(bad)}")
         self._granularity = {n: granularity.get(n, "element") for n in self.layer_names}
         self._steps = []
         mac_index = 0
@@ -390,9 +395,11 @@ class _MacRunner(_Runner):
         self.in_elements = hi * wi * cin
         self.dense_macs = engine.dense_macs[mac_index]
         self.mark = np.zeros(ho * wo, np.uint8)
-        par = engine.parallel
+        choice = engine._granularity[step["name"]]
+        par = engine.parallel and choice.endswith("-parallel")
+        self.parallel = par
         self.nzbuf = nz_scratch(cin, par)
-        self.granularity = engine._granularity[step["name"]]
+        self.granularity = choice.split("-")[0]
         self.gather = np.zeros((hi * wi, cin), np.float32) if self.granularity == "pixel" else None
         self.prod = np.zeros((hi * wi, co), np.float32) if self.granularity == "pixel" else None
         self.col = np.zeros((ho * wo, kh * kw * cin), np.float32) if not (self.depthwise or self.pointwise) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.engine import GRANULARITIES, DeltaEngine
+from streaming.engine import GRANULARITIES, KERNEL_CHOICES, DeltaEngine
 from streaming.plan import Plan
 
 
@@ -29,9 +29,14 @@ def measure_layer_ms(plan: Plan, frames: np.ndarray, granularity: str, threads: 
 
 
 def tune_granularity(plan: Plan, frames: np.ndarray, threads: int | None = None) -> dict[str, str]:
-    """``{mac layer name: "element" | "pixel"}``, whichever measured faster on ``frames``."""
+    """``{mac layer name: kernel choice}``, whichever measured fastest on ``frames``.
+
+    With ``threads > 1`` the parallel variants compete too: a parallel region costs
+    microseconds to open, which only large layers pay back.
+    """
     if len(frames) < 2:
         raise ValueError("tune_granularity needs at least 2 frames")
-    times = {g: measure_layer_ms(plan, frames, g, threads) for g in GRANULARITIES}
+    choices = KERNEL_CHOICES if threads and threads > 1 else GRANULARITIES
+    times = {g: measure_layer_ms(plan, frames, g, threads) for g in choices}
     names = [s["name"] for s in plan.mac_steps()]
-    return {n: min(GRANULARITIES, key=lambda g: times[g][i]) for i, n in enumerate(names)}
+    return {n: min(choices, key=lambda g: times[g][i]) for i, n in enumerate(names)}

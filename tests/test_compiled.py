@@ -74,3 +74,19 @@ def test_compiled_path_reports_non_finite_values():
     frames = static_camera_frames(3, seed=11)
     with pytest.raises(ValueError, match="non-finite"):
         engine.run(frames)
+
+
+def test_parallel_kernel_choices_match_serial():
+    keras.utils.set_random_seed(13)
+    model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
+    _randomize_bn(model, 6)
+    plan = to_plan(model)
+    frames = static_camera_frames(20, seed=14)
+    serial, _ = DeltaEngine(plan, threads=1).run(frames)
+    for choice in ("element-parallel", "pixel-parallel"):
+        engine = DeltaEngine(plan, granularity=choice, threads=2)
+        assert all(r.parallel for r in engine._steps if hasattr(r, "parallel"))
+        got, _ = engine.run(frames)
+        np.testing.assert_allclose(got, serial, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        DeltaEngine(plan, granularity="sparse")
