@@ -12,8 +12,11 @@ runners; ``tests/test_compiled.py`` checks that both paths give the same results
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import njit, typed, types
+from numba.core.errors import NumbaTypeSafetyWarning
 
 from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_pix, _conv2d_pix_par, _pointwise_elem, _pointwise_elem_par, _pointwise_pix, _pointwise_pix_par
 from ops.depthwise import _depthwise, _depthwise_par
@@ -209,7 +212,12 @@ class CompiledFrame:
             if key not in index:
                 if not arr.flags.c_contiguous:
                     raise ValueError("CompiledFrame needs C-contiguous buffers (views are shared with the Python path)")
-                lst.append(arr.reshape(-1))
+                with warnings.catch_warnings():
+                    # Weights may be read-only (shared between engines, or loaded from a
+                    # bundle); typed lists only hold writable arrays, and the frame loop
+                    # never writes them.
+                    warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+                    lst.append(arr.reshape(-1))
                 index[key] = len(lst) - 1
             return index[key]
 

@@ -270,10 +270,9 @@ def run(
     recorder = None
     shown = False
     ok = False
-    lat, eng_ms, dens, execd = [], [], [], []
+    lat, eng_ms, dens = [], [], []
     end_reason = None
     n = 0
-    t_start = time.perf_counter()
     try:
         labels = class_labels(engine)
         window = window or default_window(engine)
@@ -305,6 +304,7 @@ def run(
         history = deque(maxlen=120)
         ticks = deque(maxlen=31)
         canvas = None
+        wall = None
         clock = time.perf_counter
         t_start = clock()
         try:
@@ -329,7 +329,6 @@ def run(
                 lat.append(latency)
                 eng_ms.append(stats.total_ms)
                 dens.append(density)
-                execd.append(executed)
                 dropped = int(src.dropped)
                 if json_lines:
                     rec = {
@@ -376,7 +375,8 @@ def run(
                         break
         except KeyboardInterrupt:
             end_reason = "interrupted (Ctrl-C)"
-            wall = clock() - t_start
+            if wall is None:   # interrupted in the frame loop, not while holding the last frame
+                wall = clock() - t_start
         ok = True
     finally:
         src.close()
@@ -400,7 +400,7 @@ def run(
         "mean_latency_ms": float(np.mean(lat)) if lat else None,
         "median_latency_ms": float(np.median(lat)) if lat else None,
         "median_engine_ms": float(np.median(eng_ms)) if eng_ms else None,
-        "fps": n / wall if n and wall > 0 else None,
+        "fps": n / wall if n and wall else None,
         "dropped": int(src.dropped),
         "window": window,
         "headless": bool(headless),
