@@ -174,7 +174,7 @@ class DeltaActivation(keras.layers.Layer):
             setattr(
                 self,
                 name,
-                self.add_weight(name=name, shape=(), initializer="zeros", trainable=False, dtype="float32"),
+                self.add_weight(name=name, shape=(), initializer="zeros", trainable=False, dtype="float32", aggregation="mean"),
             )
 
     # --- the two modes -------------------------------------------------------------------------
@@ -193,12 +193,24 @@ class DeltaActivation(keras.layers.Layer):
         theta = ops.cast(self.threshold, "float32")
         frames = ops.moveaxis(ops.stop_gradient(x), 1, 0)
 
-        def advance(reference, frame):
-            reference = threshold_frame(frame, reference, theta)
-            return reference, reference
+        steps = x.shape[1]
+        if steps is not None:
+            # Known clip length (training): unrolled, which TF runs several times faster
+            # than a while loop over a handful of frames.
+            reference = ops.zeros_like(frames[0])
+            refs = []
+            for t in range(steps):
+                reference = threshold_frame(frames[t], reference, theta)
+                refs.append(reference)
+            r = ops.stack(refs, axis=1)
+        else:
 
-        _, refs = ops.scan(advance, ops.zeros_like(frames[0]), frames)
-        r = ops.moveaxis(refs, 0, 1)
+            def advance(reference, frame):
+                reference = threshold_frame(frame, reference, theta)
+                return reference, reference
+
+            _, refs = ops.scan(advance, ops.zeros_like(frames[0]), frames)
+            r = ops.moveaxis(refs, 0, 1)
         y = _straight_through(r, x)
         # Fired deltas x_t - r_{t-1}: the value is d_t, the gradient pulls x_t towards what was
         # last sent.

@@ -234,3 +234,17 @@ def test_jit_compile_fit_and_predict_match_eager(mode):
     np.testing.assert_allclose(model.predict(x, verbose=0), eager, rtol=1e-5, atol=1e-6)
     hist = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def test_unknown_clip_length_uses_the_scan_and_agrees():
+    import tensorflow as tf
+
+    x = _stream(seed=6)
+    layer = DeltaActivation(mode="threshold", threshold=0.1)
+    static = np.asarray(layer(x[None]))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None) + x.shape[1:], tf.float32)])
+    def dynamic(clip):
+        return layer(clip)
+
+    np.testing.assert_array_equal(dynamic(x[None]).numpy(), static)
