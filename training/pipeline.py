@@ -128,6 +128,21 @@ def _seeds(training: bool, seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
 
 
+# named functions, not lambdas: AutoGraph cannot parse several lambdas on one line
+
+
+def _decoded(clip, label, ok):
+    return ok
+
+
+def _drop_flag(clip, label, ok):
+    return clip, label
+
+
+def _flatten(path_label, seed):
+    return path_label[0], path_label[1], seed
+
+
 def _cache(ds: tf.data.Dataset, cache, nbytes: int, cache_limit_bytes: int, key: dict) -> tf.data.Dataset:
     """Apply the evaluation cache policy (see the module docstring)."""
     if cache is None or cache == "auto":
@@ -227,9 +242,9 @@ def make_clip_dataset(
     if training:
         # shuffling paths (not clips) is free, so the buffer can hold the whole list
         ds = ds.shuffle(len(entries), seed=seed, reshuffle_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, _seeds(training, seed)).map(lambda pl, s: (pl[0], pl[1], s))
+    ds = tf.data.Dataset.zip(ds, _seeds(training, seed)).map(_flatten)
     ds = ds.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
-    ds = ds.filter(lambda clip, label, ok: ok).map(lambda clip, label, ok: (clip, label))
+    ds = ds.filter(_decoded).map(_drop_flag)
     if not training:
         key = dict(entries=entries, frames=frames, stride=stride, size=[h, w], pad=pad)
         ds = _cache(ds, cache, len(entries) * int(np.prod(shape)), cache_limit_bytes, key)
@@ -300,8 +315,14 @@ def make_tfds_dataset(
             counter.add(ident.decode(errors="replace"), "TFDS example with zero frames")
         return np.bool_(ok)
 
+    # decode frames exactly as TFDS would (its Image feature), falling back to TensorFlow's decoder
+    frame_feature = getattr(info.features["video"], "feature", None)
+    decode = getattr(frame_feature, "decode_example", None) or (
+        lambda e: tf.io.decode_image(e, channels=3, expand_animations=False)
+    )
+
     def decode_frame(encoded):
-        img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        img = decode(encoded)
         img = tf.image.resize(img, (h, w), method="area")
         return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
 
@@ -335,7 +356,7 @@ def make_tfds_dataset(
 
     ds = tf.data.Dataset.zip(ds, _seeds(training, seed))
     ds = ds.map(to_clip, num_parallel_calls=num_parallel_calls, deterministic=True)
-    ds = ds.filter(lambda clip, label, ok: ok).map(lambda clip, label, ok: (clip, label))
+    ds = ds.filter(_decoded).map(_drop_flag)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     elif cache is not None and cache is not False:

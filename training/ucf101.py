@@ -254,9 +254,9 @@ def load_class_folders(root: str | os.PathLike, seed: int = 0, val_fraction: flo
     """Index ``ROOT/<class>/<videos>`` and split it deterministically.
 
     A video goes to validation when the hash of ``(seed, class, its path inside the class
-    folder)`` falls below ``val_fraction``. When ``val_fraction > 0`` every class with >= 2
-    videos gets at least one validation video (the lowest hash) and keeps at least one
-    training video (the highest hash).
+    folder)`` falls below ``val_fraction``. Every class keeps at least one training video
+    (the highest hash; a class of one video is training only), and when ``val_fraction > 0``
+    every class with >= 2 videos gets at least one validation video (the lowest hash).
 
     Raises
     ------
@@ -288,7 +288,7 @@ def load_class_folders(root: str | os.PathLike, seed: int = 0, val_fraction: flo
         is_val = [h < val_fraction for h, _ in keyed]
         if val_fraction > 0 and len(keyed) >= 2:
             is_val[0] = True  # lowest hash: at least one validation video
-            is_val[-1] = False  # highest hash: at least one training video
+        is_val[-1] = False  # highest hash: at least one training video (a lone video trains)
         for (_, path), v in zip(keyed, is_val):
             (val if v else train).append((path, label))
     # keyed order is by hash; list by path so the index reads naturally and diffs stably
@@ -326,8 +326,8 @@ def load_tfds_index(name: str, split: int = 1, data_dir: str | None = None) -> D
         builder = tfds.builder(full, data_dir=data_dir)
     except Exception as e:  # tfds raises several types (DatasetNotFoundError, ValueError, ...)
         raise DataError(f"unknown TFDS dataset {full!r}: {e}") from e
-    label = builder.info.features.get("label") if hasattr(builder.info.features, "get") else None
-    names = getattr(label, "names", None)
+    features = builder.info.features
+    names = getattr(features["label"], "names", None) if "label" in features.keys() else None
     if not names:
         raise DataError(f"TFDS dataset {full!r} has no 'label' ClassLabel feature with class names")
     splits = set(builder.info.splits.keys())

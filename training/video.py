@@ -277,11 +277,13 @@ def read_video(
     Raises
     ------
     VideoError
-        Missing or unopenable file, or no decodable frame.
+        Missing or unopenable file, no decodable frame, or truncated (decoding stops more than
+        :data:`TRUNCATION_TOLERANCE` short of the header's frame count).
     """
     path = os.fspath(path)
     cap = _open(path)
     try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         out = []
         while max_frames is None or len(out) < max_frames:
             ok, frame = cap.read()
@@ -292,6 +294,12 @@ def read_video(
         cap.release()
     if not out:
         raise VideoError(f"video {path!r} has no decodable frame")
+    expected = n if max_frames is None else min(n, max_frames)
+    if len(out) < (1.0 - TRUNCATION_TOLERANCE) * expected:
+        raise VideoError(
+            f"video {path!r} is truncated or corrupt: the header says {n} frames "
+            f"but decoding stopped at frame {len(out)}"
+        )
     return np.stack(out)
 
 
