@@ -13,7 +13,7 @@ Formats
 | `savedmodel` | a SavedModel folder of the per-frame model, signature `serving_default` (also callable as `.serve`) | TF Serving, TF.js, further conversion | `tf.saved_model.load(out).signatures["serving_default"]`, frame by frame, states carried | 1e-5 |
 | `tflite`     | a float32 `.tflite` flatbuffer (`TFLiteConverter.from_saved_model` on that SavedModel, no optimizations), signature `serving_default` | mobile / embedded CPU (XNNPACK) | the TFLite interpreter `ai_edge_litert.interpreter.Interpreter` (falls back to `tf.lite.Interpreter` when ai-edge-litert is not installed) through `get_signature_runner("serving_default")`, states carried by name | 1e-3 |
 | `onnx`       | an `.onnx` model (opset 17) converted by `tf2onnx.convert.from_function` | ONNX Runtime, TensorRT, OpenVINO | `onnxruntime.InferenceSession` (CPU provider), states carried | 1e-4 |
-| `bundle`     | the streaming runtime's bundle (`streaming.bundle.export_bundle`) | the CPU delta runtime | by `streaming.bundle` itself (not this module) | - |
+| `bundle`     | a folder: `manifest.json` (versioned, schema-checked) + `weights.npz` (no pickle) | the CPU delta runtime without TensorFlow (`streaming.live --model BUNDLE`) | `streaming.bundle.bundle_frame_logits`: the delta engine on the clip | 1e-4 |
 
 Every exported per-frame model has the interface of ``deltanet.stream_model.stateful_frame_model``:
 inputs ``frame`` ``(batch, H, W, 3)`` float32 (RGB, values 0..255; the model rescales) plus,
