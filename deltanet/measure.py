@@ -75,6 +75,7 @@ def measure_model(model: keras.Model, clips: Iterable, *, max_batches: int | Non
         if max_batches is not None and b >= max_batches:
             break
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = np.asarray(x)  # tf.data hands tensors; the JAX backend needs arrays
         outs = probe.predict_on_batch(x)
         if len(unique) == 1:
             outs = [outs]

@@ -39,7 +39,7 @@ class FitConfig:
     arch: str = "mobilenet_v2_lite"
     size: int = 112
     width: float = 0.35
-    frames: int = 8
+    frames: int = 4
     stride: int = 2
     epochs: int = 12
     batch_size: int = 8
@@ -54,6 +54,7 @@ class FitConfig:
     out: str = DEFAULT_OUT
     seed: int = 0
     eval_batches: int | None = None
+    distribute: str = "none"  # [distribute] training.distribute.MODES
     extra: dict = field(default_factory=dict)
 
 
@@ -85,6 +86,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-batches", type=positive_int, default=None, help="measure sparsity on at most this many validation batches")
     p.add_argument("--quiet", action="store_true", help="per-epoch lines instead of progress bars")
+    from training.distribute import MODES  # [distribute]
+
+    p.add_argument(
+        "--distribute",
+        choices=MODES,
+        default=d.distribute,
+        help="train on several devices (see docs/distributed.md); --batch-size stays the global batch",
+    )
     return p
 
 
@@ -255,6 +264,7 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
         saved = FitConfig(**state["config"])
         if saved.out != cfg.out:
             saved.out = cfg.out
+        saved.distribute = cfg.distribute  # [distribute] how to run now, not part of the checkpoint
         cfg = saved
         initial_epoch = int(state["epoch"])
     elif state_path.exists():
@@ -265,8 +275,10 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
     import numpy as np
 
     from deltanet.saving import load_model
+    from training import distribute
     from training.ucf101 import DataError
 
+    dist = distribute.setup(cfg.distribute, batch_size=cfg.batch_size)  # [distribute] before any TF op
     keras.utils.set_random_seed(cfg.seed)
     started = time.time()
     try:
@@ -275,16 +287,23 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
         raise CliError(str(e)) from e
     _log(f"data: {index.describe()}")
     steps = int(np.ceil(len(index.train) / cfg.batch_size)) if index.train else None
+    if dist.mode != "none":  # [distribute]
+        _log(f"distribute: {dist.describe()}")
+        train_ds, val_ds = dist.datasets(cfg, index, train_ds, val_ds, skipped)
 
-    if initial_epoch:
-        model = load_model(ckpt_dir / "model.keras")
-        _log(f"resuming from epoch {initial_epoch} of {cfg.epochs} ({ckpt_dir})")
-    else:
-        try:
-            model = build(cfg, index.class_names)
-        except (ValueError, OSError) as e:
-            raise CliError(f"cannot build the model: {e}") from e
-        compile_model(model, cfg, steps or 100)
+    with dist.scope():  # [distribute] variables are created under the strategy
+        if initial_epoch:
+            model = load_model(ckpt_dir / "model.keras")
+            _log(f"resuming from epoch {initial_epoch} of {cfg.epochs} ({ckpt_dir})")
+        else:
+            try:
+                model = build(cfg, index.class_names)
+            except (ValueError, OSError) as e:
+                raise CliError(f"cannot build the model: {e}") from e
+            compile_model(model, cfg, steps or 100)
+        dist.prepare_model(model)
+    out = dist.write_dir(out)  # [distribute] only the chief writes --out
+    ckpt_dir = out / "checkpoint"
     out.mkdir(parents=True, exist_ok=True)
 
     callbacks = [
@@ -308,7 +327,9 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
     if skipped.count:
         _log(f"skipped {skipped.count} unreadable video(s): {skipped.summary()}")
 
-    return finish(model, cfg, index, val_ds, skipped, out, started)
+    metrics = finish(model, cfg, index, val_ds, skipped, out, started)
+    dist.close()  # [distribute] a non-chief worker's temporary output
+    return metrics
 
 
 def finish(model, cfg: FitConfig, index, val_ds, skipped, out: Path, started: float) -> dict:
@@ -371,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         seed=args.seed,
         eval_batches=args.eval_batches,
+        distribute=args.distribute,  # [distribute]
     )
     if cfg.init and not Path(cfg.init).is_file():
         return fail(parser.prog, f"--init: no such model file: {cfg.init}")
