@@ -189,8 +189,12 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
     for other, key in (("dense_engine", "vs_dense_engine"), ("keras", "vs_keras"), ("tflite", "vs_tflite")):
         if other in ms:
             speedup[key] = ms[other]["median"] / ms["delta_engine"]["median"]
-    layer_ms = np.stack([s.layer_ms for s in delta_stats[1:]])
-    phases = {k: float(np.median([s.phase_ms[k] for s in delta_stats[1:]])) for k in delta_stats[1].phase_ms}
+    # The compiled path does not time phases; a short profiled pass does (Python step loop).
+    profiled = DeltaEngine(plan, granularity=gran, threads=threads, profile=True)
+    _, pstats = profiled.run(clip[: min(n, 60)])
+    phases = {k: float(np.median([s.phase_ms[k] for s in pstats[1:]])) for k in pstats[1].phase_ms}
+    phases["total (profiled, Python step loop)"] = float(np.median([s.total_ms for s in pstats[1:]]))
+    layer_ms = np.stack([s.layer_ms for s in pstats[1:]])
     layers = []
     mac_steps = plan.mac_steps()
     for i, name in enumerate(delta.layer_names):
