@@ -22,7 +22,7 @@ The parallel Conv2D/depthwise kernels split the *output rows* into at most ``PAR
 blocks holding about the same number of active input pixels (``ops.conv._split_row``),
 pointwise/Dense kernels split the active pixels (or, for one pixel, the output
 channels); numba's static schedule then gives each of the ``threads`` workers a
-contiguous run of blocks. When the changes cluster in one part of the frame, some workers
+contiguous run of blocks (with ``PAR_BLOCKS`` equal to the thread count: one block each). When the changes cluster in one part of the frame, some workers
 get much more work than others. :func:`worker_loads` reproduces that split exactly (it
 calls the kernels' own helpers) and :func:`load_stats` reports ``max / mean`` per worker.
 
@@ -232,20 +232,20 @@ def _n_blocks(n: int, align: int, par_blocks: int) -> int:
 
 def _blocks_to_workers(values: np.ndarray, threads: int) -> np.ndarray:
     """Sum per-block values into ``threads`` workers the way numba's static schedule
-    assigns a ``prange`` of ``nb`` iterations: contiguous runs of ``nb // threads``
-    iterations, the last worker taking the remainder (one iteration each if ``nb <= threads``)."""
+    (``gufunc_scheduler.cpp``, ``create_schedule``, default chunk size) assigns a
+    ``prange`` of ``nb`` iterations: one iteration each when ``nb <= threads``, else
+    contiguous runs, worker ``i`` taking ``ceil(remaining / (threads - i))``."""
     nb = len(values)
     out = np.zeros(threads, np.int64)
-    if nb == 0:
-        return out
     if nb <= threads:
         out[:nb] = values
         return out
-    chunk = nb // threads
-    for k in range(threads):
-        lo = k * chunk
-        hi = nb if k == threads - 1 else lo + chunk
-        out[k] = int(np.sum(values[lo:hi]))
+    cur = 0
+    for i in range(threads):
+        ilen = (nb - cur - 1) // (threads - i) + 1
+        hi = nb if i == threads - 1 else cur + ilen
+        out[i] = int(np.sum(values[cur:hi]))
+        cur += ilen
     return out
 
 

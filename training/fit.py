@@ -54,6 +54,11 @@ class FitConfig:
     out: str = DEFAULT_OUT
     seed: int = 0
     eval_batches: int | None = None
+    schedule: str = "constant"  # penalty schedule (deltanet.schedules)
+    warmup: float = 0.1
+    depth_progressive: float = 0.0
+    threshold_shift: float = 0.0
+    shift_fraction: float = 0.1
     distribute: str = "none"  # [distribute] training.distribute.MODES
     extra: dict = field(default_factory=dict)
 
@@ -86,6 +91,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-batches", type=positive_int, default=None, help="measure sparsity on at most this many validation batches")
     p.add_argument("--quiet", action="store_true", help="per-epoch lines instead of progress bars")
+    p.add_argument("--schedule", choices=("constant", "sine"), default=d.schedule, help="delta-penalty schedule: constant, or ProSparse warm-up + quarter-sine ramps")
+    p.add_argument("--warmup", type=nonneg_float, default=d.warmup, help="sine schedule: fraction of steps before the penalty starts (< 0.9)")
+    p.add_argument("--depth-progressive", type=nonneg_float, default=d.depth_progressive, help="delay (fraction of training, < 1) before the shallowest layers' penalty starts")
+    p.add_argument("--threshold-shift", type=nonneg_float, default=d.threshold_shift, help="raise thresholds by this fraction in a final stage")
+    p.add_argument("--shift-fraction", type=positive_float, default=d.shift_fraction, help="fraction of training (< 1) that the threshold-shift stage lasts")
     from training.distribute import MODES  # [distribute]
 
     p.add_argument(
@@ -306,7 +316,15 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
     ckpt_dir = out / "checkpoint"
     out.mkdir(parents=True, exist_ok=True)
 
-    callbacks = [
+    from deltanet.schedules import fit_callbacks
+
+    if cfg.warmup >= 0.9 or cfg.depth_progressive >= 1 or cfg.shift_fraction >= 1:
+        raise CliError("--warmup must be < 0.9, --depth-progressive < 1 and --shift-fraction < 1")
+    schedule = fit_callbacks(
+        schedule=cfg.schedule, total_steps=cfg.epochs * (steps or 100), warmup=cfg.warmup,
+        depth_progressive=cfg.depth_progressive, threshold_shift=cfg.threshold_shift, shift_fraction=cfg.shift_fraction,
+    ) if not cfg.baseline else []
+    callbacks = schedule + [
         _checkpoint_callback(ckpt_dir, cfg),
         _density_callback(),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
@@ -392,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         seed=args.seed,
         eval_batches=args.eval_batches,
+        schedule=args.schedule,
+        warmup=args.warmup,
+        depth_progressive=args.depth_progressive,
+        threshold_shift=args.threshold_shift,
+        shift_fraction=args.shift_fraction,
         distribute=args.distribute,  # [distribute]
     )
     if cfg.init and not Path(cfg.init).is_file():

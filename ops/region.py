@@ -1,0 +1,110 @@
+"""Region-weighted threshold encoder: a spatially varying threshold (after VASparse, arXiv 2501.06553).
+
+The plain threshold encoder (:mod:`ops.encode`) fires an element when
+``|x - ref| > theta[c]``. Here the threshold of pixel ``p`` (flat index ``y*W + x``) is
+``theta[c] * pixel_scale[p]``: with ``pixel_scale = 1 / (1 + lambda * P)``
+(:func:`streaming.region.pixel_scales`, ``P`` a cheap prior such as motion magnitude or a
+region of interest) the pixels that matter update more often than the background.
+
+Semantics are otherwise exactly those of :func:`ops.encode._encode_threshold_pixels`
+(hysteresis; a fired element transmits ``d = x - ref`` and its reference becomes exactly
+``x``; the buffer contract, candidate list and non-finite handling are the same). The
+product ``theta[c] * pixel_scale[p]`` is one float32 multiplication, compiled without
+fastmath, so a NumPy reference ``abs(x - ref) > theta[None, :] * scale[:, None]`` (all
+float32) reproduces it bit for bit. ``pixel_scale == 1`` everywhere gives exactly
+:func:`ops.encode._encode_threshold_pixels`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ops.config import njit_exact
+from ops.encode import (
+    _check_array,
+    _check_candidates,
+    _check_delta_buffers,
+    _check_frame_and_param,
+    _check_theta,
+    _nonfinite_pixels,
+    _raise_nonfinite,
+)
+
+__all__ = ["encode_threshold_pixels_scaled"]
+
+
+@njit_exact
+def _threshold_pixel_scaled(x, theta, s, ref, rows, i, j, n):
+    """Threshold-encode pixel (i, j) into ``rows[n]`` with thresholds ``theta[k] * s``."""
+    c = x.shape[2]
+    zero = np.float32(0.0)
+    fired = 0
+    for k in range(c):
+        xv = x[i, j, k]
+        rv = ref[i, j, k]
+        d = xv - rv
+        fire = abs(d) > theta[k] * s
+        rows[n, k] = d if fire else zero
+        ref[i, j, k] = xv if fire else rv
+        fired += fire
+    return fired
+
+
+@njit_exact
+def _encode_threshold_pixels_scaled(x, theta, pixel_scale, ref, candidates, n_candidates, active, rows):
+    """Threshold encoder over ``candidates[:n_candidates]`` with a per-pixel threshold scale.
+
+    ``x``, ``ref``: (H, W, C) float32; ``theta``: (C,) float32 (>= 0); ``pixel_scale``:
+    (H*W,) float32 (>= 0, finite); ``active``: (H*W,) int32; ``rows``: (H*W, C) float32.
+    An element fires when ``|x - ref| > theta[c] * pixel_scale[p]``. Returns
+    ``(n_active, nnz, n_nonfinite)``; if ``n_nonfinite > 0`` nothing was modified.
+    """
+    bad = _nonfinite_pixels(x, candidates, n_candidates)
+    if bad > 0:
+        return 0, 0, bad
+    w = x.shape[1]
+    n = 0
+    nnz = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        i = p // w
+        j = p - i * w
+        fired = _threshold_pixel_scaled(x, theta, pixel_scale[p], ref, rows, i, j, n)
+        if fired > 0:
+            active[n] = p
+            n += 1
+            nnz += fired
+    return n, nnz, 0
+
+
+def encode_threshold_pixels_scaled(x, theta, pixel_scale, ref, candidates, n_candidates, active, rows):
+    """Region-weighted threshold encoding of the listed candidate pixels of one frame.
+
+    Parameters
+    ----------
+    x, theta, ref, candidates, n_candidates, active, rows :
+        As in :func:`ops.encode.encode_threshold_pixels`.
+    pixel_scale : ndarray of float32, shape (H*W,), C-contiguous
+        Per-pixel factor on the thresholds, finite and ``>= 0`` (``1``: the plain encoder).
+
+    Returns
+    -------
+    n_active : int
+    nnz : int
+
+    Raises
+    ------
+    ValueError
+        As :func:`ops.encode.encode_threshold_pixels`, plus a bad ``pixel_scale``.
+    """
+    h, w, c = _check_frame_and_param(x, theta, "theta", ref, "ref")
+    _check_theta(theta)
+    _check_array("pixel_scale", pixel_scale, np.float32, shape=(h * w,))
+    if not np.all(np.isfinite(pixel_scale)) or np.any(pixel_scale < 0):
+        raise ValueError("pixel_scale must be finite and >= 0")
+    _check_delta_buffers(active, rows, h * w, c)
+    n_cand = _check_candidates(candidates, n_candidates, h * w)
+    n, nnz, bad = _encode_threshold_pixels_scaled(x, theta, pixel_scale, ref, candidates, n_cand, active, rows)
+    if bad:
+        _raise_nonfinite(bad, x)
+    return int(n), int(nnz)
