@@ -56,7 +56,7 @@ def test_cost_per_nonzero_is_downstream_macs_per_input_element():
     a = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c1")(inputs)
     b = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(inputs)
     x = keras.layers.Concatenate(axis=3, name="cat")([a, keras.layers.AveragePooling2D(2)(b)])
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.Flatten(name="flatten")(x)  # explicit: auto names depend on earlier tests
     out = keras.layers.Dense(3, name="fc")(x)
     model = keras.Model(inputs, out)
     clip = deltafy(model)
