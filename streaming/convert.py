@@ -211,7 +211,7 @@ def to_plan(model) -> Plan:
             scale = (gamma / np.sqrt(var.astype(np.float64) + inner.epsilon)).astype(np.float32)
             offset = (beta - mean * scale).astype(np.float32)
             prev = producer.get(src)
-            if prev is not None and prev["op"] in ("conv2d", "depthwise") and consumers.get(id(node.input_tensors[0])) == 1 and not prev.get("has_activation"):
+            if prev is not None and prev["op"] in ("conv2d", "depthwise") and consumers.get(id(node.input_tensors[0])) == 1:
                 # Fold: W' = W * scale (per output channel), b' = b * scale + offset.
                 k = arrays[prev["kernel_key"]]
                 if prev["op"] == "depthwise":
@@ -325,8 +325,6 @@ def to_plan(model) -> Plan:
         )
     output = names[id(frames_model.output)]
     steps = _insert_exact_encoders(steps, tensors, arrays)
-    for s in steps:
-        s.pop("has_activation", None)
     plan = Plan(tuple(int(s) for s in frame_shape), tensors, steps, arrays, output, info)
     validate_plan(plan)
     return plan

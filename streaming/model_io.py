@@ -11,12 +11,10 @@ convert, a broken bundle) is a :class:`training.cli.CliError` with a one-line me
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from pathlib import Path
 
-from training.cli import CliError
+from training.cli import CliError, quiet_stderr_fd
 
 
 def model_kind(model_path: str | os.PathLike) -> str:
@@ -32,23 +30,6 @@ def model_kind(model_path: str | os.PathLike) -> str:
             raise CliError(f"--model: not a file: {model_path}")
         return "keras"
     return "bundle"
-
-
-@contextlib.contextmanager
-def quiet_stderr_fd():
-    """Point file descriptor 2 at /dev/null (TensorFlow's C++ logging writes banners there
-    while a model loads, which would break the one-line error promise); restored on exit."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _one_line(e: BaseException) -> str:

@@ -157,7 +157,7 @@ def _run_engines(run: ModelRun, clip: np.ndarray, threads: int | None, warmup: i
 
 def _keras_reference(keras_model, clip: np.ndarray) -> np.ndarray:
     import deltanet
-    from streaming.model_io import quiet_stderr_fd
+    from training.cli import quiet_stderr_fd
 
     with quiet_stderr_fd():
         return deltanet.frame_logits_model(keras_model).predict(clip[None].astype(np.float32), verbose=0, batch_size=1)[0]

@@ -138,7 +138,7 @@ def test_cli_exports_a_threshold_savedmodel(model_files, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "truncated", "text", "not_a_model_zip", "unknown_format", "bundle", "keras_suffix"],
+    ["missing", "truncated", "text", "not_a_model_zip", "unknown_format", "keras_suffix"],
 )
 def test_cli_user_errors_are_one_line_exit_2(case, model_files, tmp_path):
     model = model_files["baseline"]
@@ -160,10 +160,6 @@ def test_cli_user_errors_are_one_line_exit_2(case, model_files, tmp_path):
             z.writestr("readme.txt", "hello")
     elif case == "unknown_format":
         fmt = "caffe"
-    elif case == "bundle":
-        if __import__("importlib").util.find_spec("streaming.bundle") is not None:
-            pytest.skip("streaming.bundle exists: the bundle format is tested with the streaming runtime")
-        fmt = "bundle"
     elif case == "keras_suffix":
         fmt = "keras"
     r = _export_cli("--model", str(model), "--format", fmt, "--out", str(out))
@@ -177,7 +173,6 @@ def test_cli_user_errors_are_one_line_exit_2(case, model_files, tmp_path):
         "text": "not a .keras model file",
         "not_a_model_zip": "cannot load",
         "unknown_format": "invalid choice",
-        "bundle": "bundle export needs the streaming runtime (streaming.bundle)",
         "keras_suffix": "must end with .keras",
     }[case]
     assert expected in lines[0]

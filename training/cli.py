@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 
@@ -53,27 +55,35 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and Keras with file descriptor 2 silenced.
+@contextlib.contextmanager
+def quiet_stderr_fd():
+    """Point file descriptor 2 at /dev/null for the duration (restored on exit, exceptions pass).
 
-    TensorFlow's C++ runtime writes absl/oneDNN banners to stderr at import time, before any
-    log-level setting is read (``TF_CPP_MIN_LOG_LEVEL`` does not stop them in TF 2.21). CLIs
-    promise one line on stderr for a user error, so the import happens with fd 2 pointed at
-    /dev/null. An import that fails still raises normally once stderr is restored.
+    TensorFlow's C++ runtime (and its converters) write absl/oneDNN banners straight to fd 2,
+    before any log-level setting is read (``TF_CPP_MIN_LOG_LEVEL`` does not stop them in TF
+    2.21); CLIs promise one line on stderr for a user error.
     """
-    import os
-
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-        import keras  # noqa: F401
+        yield
     finally:
+        sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras with fd 2 silenced (see ``quiet_stderr_fd``).
+
+    An import that fails still raises normally once stderr is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_stderr_fd():
+        import tensorflow  # noqa: F401
+        import keras  # noqa: F401

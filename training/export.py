@@ -50,7 +50,6 @@ the model), 130 interrupted. User errors are one line on stderr.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import importlib.util
@@ -62,7 +61,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int
+from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int, quiet_stderr_fd
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx", "bundle")
 #: Max allowed (max abs error / max abs reference logit) of each format's check.
@@ -82,22 +81,6 @@ class CheckFailed(Exception):
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence file descriptor 2 (C++ converter/interpreter chatter); exceptions still propagate."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -196,7 +179,7 @@ def _tflite_interpreter(path):
         import tensorflow as tf
 
         Interpreter, name = tf.lite.Interpreter, "tf.lite.Interpreter"
-    with _quiet_stderr():
+    with quiet_stderr_fd():
         interpreter = Interpreter(model_path=str(path))
     return interpreter, name
 
@@ -204,7 +187,7 @@ def _tflite_interpreter(path):
 def _check_tflite(path, clip, states, **_):
     interpreter, name = _tflite_interpreter(path)
     _log(f"check tflite: running the .tflite file in {name} (signature runner 'serving_default')")
-    with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    with quiet_stderr_fd():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
         runner = interpreter.get_signature_runner("serving_default")
         return _run_stream(lambda inputs: runner(**inputs), clip, states)
 
@@ -230,7 +213,7 @@ def _write_keras(clip_model, stream_model, path: Path, work: Path):
 
 
 def _write_savedmodel(clip_model, stream_model, path: Path, work: Path):
-    with _quiet_stderr():
+    with quiet_stderr_fd():
         stream_model.export(str(path), format="tf_saved_model", verbose=False)
 
 
@@ -241,7 +224,7 @@ def _write_tflite(clip_model, stream_model, path: Path, work: Path):
     _write_savedmodel(clip_model, stream_model, saved, work)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     try:
-        with _quiet_stderr():
+        with quiet_stderr_fd():
             flatbuffer = converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types
         raise CliError(f"the TFLite converter cannot convert {stream_model.name}: {_first_line(e)}") from e
@@ -252,7 +235,7 @@ def _write_onnx(clip_model, stream_model, path: Path, work: Path):
     import tensorflow as tf
 
     try:
-        with _quiet_stderr():
+        with quiet_stderr_fd():
             import tf2onnx
     except Exception as e:  # noqa: BLE001 - e.g. a protobuf that tf2onnx cannot use
         raise CliError(f"onnx export needs tf2onnx, which fails to import here: {_first_line(e)}") from e
@@ -269,7 +252,7 @@ def _write_onnx(clip_model, stream_model, path: Path, work: Path):
 
     function = tf.function(per_frame, input_signature=specs)
     try:
-        with _quiet_stderr():
+        with quiet_stderr_fd():
             model_proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=ONNX_OPSET)
     except Exception as e:  # noqa: BLE001 - tf2onnx raises many types
         raise CliError(f"tf2onnx {tf2onnx.__version__} cannot convert {stream_model.name}: {_first_line(e)}") from e
@@ -325,7 +308,7 @@ def load_clip_model(path):
     from deltanet.saving import load_model
 
     try:
-        with _quiet_stderr():
+        with quiet_stderr_fd():
             model = load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
         raise CliError(f"--model: cannot load {path} as a Keras model ({_first_line(e)})") from e
