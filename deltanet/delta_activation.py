@@ -15,9 +15,16 @@ def quantize_frame(x, step):
     return ops.round(x / step) * step
 
 
+def threshold_fire(x, reference, threshold):
+    """One frame of ``mode="threshold"``: ``(new reference, fired mask, x - last reference)``."""
+    change = x - reference
+    fired = ops.greater(ops.abs(change), threshold)
+    return ops.where(fired, x, reference), fired, change
+
+
 def threshold_frame(x, reference, threshold):
     """One frame of ``mode="threshold"``: the new reference (= the output) given the last one."""
-    return ops.where(ops.greater(ops.abs(x - reference), threshold), x, reference)
+    return threshold_fire(x, reference, threshold)[0]
 
 
 def _straight_through(forward, backward):
@@ -28,6 +35,52 @@ def _straight_through(forward, backward):
     bit-identical to ``forward``, which the frame-by-frame runtime must reproduce.
     """
     return ops.stop_gradient(forward) + (backward - ops.stop_gradient(backward))
+
+
+def _threshold_clip(x, theta):
+    """Threshold mode over a clip of known length, in one unrolled pass.
+
+    Returns ``(y, sum|d|, sum d^2, non-zero deltas, delta elements)`` over frames ``t >= 1``.
+    ``d_t = r_t - r_{t-1}`` is non-zero exactly where the element fired, and equals the fired
+    ``x_t - r_{t-1}``. The gradient is written by hand (``keras.ops.custom_gradient``):
+    ``y`` passes gradients straight through, and ``sum|d|``/``sum d^2`` send ``sign(d)``/``2d`` to
+    ``x_t`` where it fired (pulling ``x_t`` towards what was last sent). Letting autodiff
+    differentiate the ``where``/slice/stack chain instead cost about as much as the rest of the
+    network's training step (scripts/step_time.py).
+    """
+    steps = x.shape[1]
+
+    @ops.custom_gradient
+    def fused(x, theta):
+        reference = ops.zeros_like(x[:, 0])
+        refs, deltas = [], []
+        for t in range(steps):
+            reference, fired, change = threshold_fire(x[:, t], reference, theta)
+            refs.append(reference)
+            if t:
+                deltas.append(ops.where(fired, change, 0.0))
+        y = ops.stack(refs, axis=1)
+        d = ops.stack(deltas, axis=1)
+        stats = (
+            ops.sum(ops.abs(d)),
+            ops.sum(ops.square(d)),
+            ops.cast(ops.count_nonzero(d), "float32"),
+            ops.cast(ops.size(d), "float32"),
+        )
+
+        def grad(*args, upstream=None):
+            # TF passes one upstream gradient per output, JAX one tuple of them.
+            ups = upstream if upstream is not None else (args[0] if len(args) == 1 else args)
+            g_y, g_l1, g_l2 = ups[0], ups[1], ups[2]
+            g_d = g_l1 * ops.sign(d) + (2.0 * g_l2) * d
+            g_x = g_y + ops.concatenate([ops.zeros_like(g_y[:, :1]), g_d], axis=1)
+            return g_x, ops.zeros_like(theta)
+
+        return (y, *stats), grad
+
+    return fused(x, theta)
+
+
 PENALTIES = ("l1", "hoyer")
 
 
@@ -193,24 +246,12 @@ class DeltaActivation(keras.layers.Layer):
         theta = ops.cast(self.threshold, "float32")
         frames = ops.moveaxis(ops.stop_gradient(x), 1, 0)
 
-        steps = x.shape[1]
-        if steps is not None:
-            # Known clip length (training): unrolled, which TF runs several times faster
-            # than a while loop over a handful of frames.
-            reference = ops.zeros_like(frames[0])
-            refs = []
-            for t in range(steps):
-                reference = threshold_frame(frames[t], reference, theta)
-                refs.append(reference)
-            r = ops.stack(refs, axis=1)
-        else:
+        def advance(reference, frame):
+            reference = threshold_frame(frame, reference, theta)
+            return reference, reference
 
-            def advance(reference, frame):
-                reference = threshold_frame(frame, reference, theta)
-                return reference, reference
-
-            _, refs = ops.scan(advance, ops.zeros_like(frames[0]), frames)
-            r = ops.moveaxis(refs, 0, 1)
+        _, refs = ops.scan(advance, ops.zeros_like(frames[0]), frames)
+        r = ops.moveaxis(refs, 0, 1)
         y = _straight_through(r, x)
         # Fired deltas x_t - r_{t-1}: the value is d_t, the gradient pulls x_t towards what was
         # last sent.
@@ -220,27 +261,33 @@ class DeltaActivation(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
-        y, d = self._quantize(x) if self.mode == "quantize" else self._threshold(x)
+        if self.mode == "threshold" and x.shape[1] is not None and x.shape[1] >= 2:
+            # Known clip length (training, fixed-length clips): one fused pass.
+            y, l1, l2, nonzero, count = _threshold_clip(x, ops.cast(self.threshold, "float32"))
+        else:
+            y, d = self._quantize(x) if self.mode == "quantize" else self._threshold(x)
+            l1, l2 = ops.sum(ops.abs(d)), ops.sum(ops.square(d))
+            nonzero = ops.cast(ops.count_nonzero(d), "float32")
+            count = ops.cast(ops.size(d), "float32")
         if training:
-            self.add_loss(self._penalty(d))
-        self._update_density(y)
+            self.add_loss(self._penalty(l1, l2, count))
+        self._update_density(y, nonzero, count)
         return ops.cast(y, self.compute_dtype)
 
-    def _penalty(self, d):
+    def _penalty(self, l1, l2, count):
+        """``l1 = sum|d|``, ``l2 = sum d^2`` and ``count`` = number of delta elements."""
         if self.penalty == "hoyer":
-            n = ops.cast(ops.size(d), "float32")
-            l1 = ops.sum(ops.abs(d))
-            measure = ops.square(l1) / (n * ops.sum(ops.square(d)) + 1e-12)
+            measure = ops.square(l1) / (count * l2 + 1e-12)
         else:
-            measure = ops.mean(ops.abs(d))
+            measure = l1 / ops.maximum(count, 1.0)
         return ops.cast(self.penalty_weight, "float32") * self.cost_per_nonzero * measure
 
-    def _update_density(self, y):
+    def _update_density(self, y, nonzero, count):
         # Same definitions as deltanet.density (tested against it). Frames t >= 1 only.
         if y.shape[1] is not None and y.shape[1] < 2:
             return
-        spatial = ops.mean(ops.cast(ops.not_equal(y, 0), "float32"))
-        temporal = ops.mean(ops.cast(ops.not_equal(y[:, 1:], y[:, :-1]), "float32"))
+        spatial = ops.cast(ops.count_nonzero(y), "float32") / ops.cast(ops.size(y), "float32")
+        temporal = nonzero / ops.maximum(count, 1.0)
         self.temporal_density_sum.assign_add(temporal)
         self.spatial_density_sum.assign_add(spatial)
         # Data-dependent on purpose: TF also runs a constant increment in the step that hits
