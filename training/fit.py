@@ -41,7 +41,7 @@ class FitConfig:
     width: float = 0.35
     frames: int = 4
     stride: int = 2
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 8
     learning_rate: float = 2e-3
     delta_mode: str = "threshold"
