@@ -92,16 +92,22 @@ def _depthwise_rows_range(active, rows, in_w, w, stride, pad_top, pad_left, acc,
     out_h = acc.shape[0]
     out_w = acc.shape[1]
     macs = 0
+    row0 = 0
+    row1 = 0  # the current input row's flat indices (see ops.conv._conv2d_touch)
+    ky0 = oy0 = ty_lo = ty_hi = 0
     for a in range(a0, a1):
         p = active[a]
-        iy = p // in_w
-        ix = p - iy * in_w
-        ky0, oy0, ty_lo, ty_hi = _taps(iy, pad_top, kh, stride, out_h)
+        if p >= row1 or p < row0:
+            iy = p // in_w
+            row0 = iy * in_w
+            row1 = row0 + in_w
+            ky0, oy0, ty_lo, ty_hi = _taps(iy, pad_top, kh, stride, out_h)
+            if ty_lo < oy0 - r1 + 1:
+                ty_lo = oy0 - r1 + 1
+            if ty_hi > oy0 - r0 + 1:
+                ty_hi = oy0 - r0 + 1
+        ix = p - row0
         kx0, ox0, tx_lo, tx_hi = _taps(ix, pad_left, kw, stride, out_w)
-        if ty_lo < oy0 - r1 + 1:
-            ty_lo = oy0 - r1 + 1
-        if ty_hi > oy0 - r0 + 1:
-            ty_hi = oy0 - r0 + 1
         if ty_hi <= ty_lo or tx_hi <= tx_lo:
             continue
         pairs = (ty_hi - ty_lo) * (tx_hi - tx_lo)

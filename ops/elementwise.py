@@ -63,10 +63,58 @@ def _act(v, code, a0, a1, a2):
     return v
 
 
+@njit_exact(inline="always")
+def _relu(v, a0, a1, a2, s, t, mx, leaky, clamp):
+    """Keras ReLU of one float32 ``v``, exactly as :func:`_act` code 1 computes it.
+
+    ``s, t, mx`` are ``a0, a2, a1`` as float32 and ``leaky = a0 != 0``, ``clamp = a1 >= 0``,
+    hoisted by the caller. The comparisons stay against the float64 ``a2``/``a1`` like
+    :func:`_act`'s, so a threshold that is not a float32 value gives the same result.
+    """
+    if v >= a2:
+        out = v
+    elif leaky:
+        out = s * (v - t)
+    else:
+        out = np.float32(0.0)
+    if clamp and out > a1:
+        out = mx
+    return out
+
+
+@njit_exact
+def _relu_pixels(src, dst, a0, a1, a2, pixels, n):
+    """``dst[p] = relu(src[p])`` (Keras ReLU, code 1 of :data:`ACTIVATIONS`) for the listed pixels.
+
+    Same values as ``_act(v, 1, a0, a1, a2)``, but with the activation code and the
+    parameter tests hoisted out of the loop so that the per-channel loop vectorizes:
+    ~20x faster than the generic loop (2 ns -> 0.1 ns per element, C = 16..144).
+    """
+    c = src.shape[1]
+    s = np.float32(a0)
+    t = np.float32(a2)
+    mx = np.float32(a1)
+    leaky = a0 != 0.0
+    clamp = a1 >= 0.0
+    for i in range(n):
+        p = pixels[i]
+        for k in range(c):
+            dst[p, k] = _relu(src[p, k], a0, a1, a2, s, t, mx, leaky, clamp)
+
+
 @njit_exact
 def _activation_pixels(src, dst, code, a0, a1, a2, pixels, n):
     """``dst[p] = f(src[p])`` for the listed pixels; src, dst (H*W, C) views."""
     c = src.shape[1]
+    if code == 1:  # the common case gets a vectorizable loop of its own
+        _relu_pixels(src, dst, a0, a1, a2, pixels, n)
+        return
+    if code == 0:
+        for i in range(n):
+            p = pixels[i]
+            for k in range(c):
+                dst[p, k] = src[p, k]
+        return
     for i in range(n):
         p = pixels[i]
         if code == 9:  # softmax over channels
@@ -101,22 +149,41 @@ def _frame_to_float_changed(frame, prev, dst, scale, offset, pixels, force):
 
     Lists the pixels whose uint8 value differs from ``prev`` (all of them when ``force``),
     updates ``prev`` and ``dst`` there; returns the count.
+
+    Two branch-free passes: list the changed pixels (always store the index, advance the
+    count only if changed), then convert the listed ones. On video about half the pixels
+    change at random, so a per-pixel "changed?" branch mispredicts half the time; this is
+    2.5x faster (55 -> 22 us at 112x112x3). RGB (C = 3) gets unrolled loops.
     """
     c = frame.shape[1]
     n = 0
+    if c == 3:
+        for p in range(frame.shape[0]):
+            changed = force | (frame[p, 0] != prev[p, 0]) | (frame[p, 1] != prev[p, 1]) | (frame[p, 2] != prev[p, 2])
+            pixels[n] = p
+            n += changed
+        s0, s1, s2 = scale[0], scale[1], scale[2]
+        o0, o1, o2 = offset[0], offset[1], offset[2]
+        for i in range(n):
+            p = pixels[i]
+            prev[p, 0] = frame[p, 0]
+            prev[p, 1] = frame[p, 1]
+            prev[p, 2] = frame[p, 2]
+            dst[p, 0] = np.float32(frame[p, 0]) * s0 + o0
+            dst[p, 1] = np.float32(frame[p, 1]) * s1 + o1
+            dst[p, 2] = np.float32(frame[p, 2]) * s2 + o2
+        return n
     for p in range(frame.shape[0]):
         changed = force
-        if not changed:
-            for k in range(c):
-                if frame[p, k] != prev[p, k]:
-                    changed = True
-                    break
-        if changed:
-            for k in range(c):
-                prev[p, k] = frame[p, k]
-                dst[p, k] = np.float32(frame[p, k]) * scale[k] + offset[k]
-            pixels[n] = p
-            n += 1
+        for k in range(c):
+            changed |= frame[p, k] != prev[p, k]
+        pixels[n] = p
+        n += changed
+    for i in range(n):
+        p = pixels[i]
+        for k in range(c):
+            prev[p, k] = frame[p, k]
+            dst[p, k] = np.float32(frame[p, k]) * scale[k] + offset[k]
     return n
 
 

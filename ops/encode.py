@@ -205,6 +205,103 @@ def _quantize_pixel(x, step, y_prev, rows, i, j, n):
     return changed
 
 
+# Row kernels: the frame viewed as (H*W, C) rows (no division per pixel to find (i, j)),
+# one pass per candidate pixel. They are what the engine runs; the non-finite values are
+# counted while encoding (one pass instead of two: the separate check cost as much as
+# the encoding itself for C <= 48), so when they report any, the state and buffers of
+# the pixels before it HAVE been updated (the engine raises and the stream is broken
+# anyway). The ``*_pixels`` kernels below keep the "nothing modified" contract by
+# checking first.
+
+
+@njit_exact(inline="always")
+def _threshold_row(x, theta, ref, rows, p, n):
+    """Threshold-encode row ``p`` of the (P, C) ``x`` into ``rows[n]``.
+
+    Returns ``(fired channels, non-finite values of x[p])``.
+    """
+    c = x.shape[1]
+    zero = np.float32(0.0)
+    inf = np.float32(np.inf)
+    fired = 0
+    bad = 0
+    for k in range(c):
+        xv = x[p, k]
+        rv = ref[p, k]
+        d = xv - rv
+        fire = abs(d) > theta[k]
+        # selects, not branches: the loop vectorizes and random firing costs no
+        # mispredictions
+        rows[n, k] = d if fire else zero
+        ref[p, k] = xv if fire else rv
+        fired += fire
+        bad += not (abs(xv) < inf)  # NaN and +-Inf; vectorizes, unlike math.isfinite
+    return fired, bad
+
+
+@njit_exact(inline="always")
+def _quantize_row(x, step, y_prev, rows, p, n):
+    """Quantize-encode row ``p`` of the (P, C) ``x`` into ``rows[n]``.
+
+    Returns ``(non-zero deltas, non-finite values of x[p])``.
+    """
+    c = x.shape[1]
+    inf = np.float32(np.inf)
+    changed = 0
+    bad = 0
+    for k in range(c):
+        xv = x[p, k]
+        s = step[k]
+        y = np.rint(xv / s) * s
+        d = y - y_prev[p, k]
+        y_prev[p, k] = y
+        rows[n, k] = d
+        changed += d != 0
+        bad += not (abs(xv) < inf)
+    return changed, bad
+
+
+@njit_exact
+def _encode_threshold_rows(x, theta, ref, candidates, n_candidates, active, rows):
+    """Threshold encoder over the rows ``candidates[:n_candidates]`` of ``x`` (P, C).
+
+    ``ref``: (P, C); ``active``: (>= n_candidates,) int32; ``rows``: (>= n_candidates, C).
+    Returns ``(n_active, nnz, n_nonfinite)``; if ``n_nonfinite > 0`` the state and the
+    buffers are partially updated (see the comment above).
+    """
+    n = 0
+    nnz = 0
+    bad = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        fired, b = _threshold_row(x, theta, ref, rows, p, n)
+        # branch-free append: row n is overwritten by the next candidate if none fired
+        active[n] = p
+        n += fired > 0
+        nnz += fired
+        bad += b
+    return n, nnz, bad
+
+
+@njit_exact
+def _encode_quantize_rows(x, step, y_prev, candidates, n_candidates, active, rows):
+    """Quantize encoder over the rows ``candidates[:n_candidates]`` of ``x`` (P, C).
+
+    See :func:`_encode_threshold_rows`.
+    """
+    n = 0
+    nnz = 0
+    bad = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        changed, b = _quantize_row(x, step, y_prev, rows, p, n)
+        active[n] = p
+        n += changed > 0
+        nnz += changed
+        bad += b
+    return n, nnz, bad
+
+
 @njit_exact
 def _encode_threshold(x, theta, ref, active, rows):
     """Threshold encoder over the whole frame. Returns ``(n_active, nnz, n_nonfinite)``.
@@ -238,18 +335,8 @@ def _encode_threshold_pixels(x, theta, ref, candidates, n_candidates, active, ro
     bad = _nonfinite_pixels(x, candidates, n_candidates)
     if bad > 0:
         return 0, 0, bad
-    w = x.shape[1]
-    n = 0
-    nnz = 0
-    for t in range(n_candidates):
-        p = candidates[t]
-        i = p // w
-        j = p - i * w
-        fired = _threshold_pixel(x, theta, ref, rows, i, j, n)
-        if fired > 0:
-            active[n] = p
-            n += 1
-            nnz += fired
+    h, w, c = x.shape
+    n, nnz, _ = _encode_threshold_rows(x.reshape((h * w, c)), theta, ref.reshape((h * w, c)), candidates, n_candidates, active, rows)
     return n, nnz, 0
 
 
@@ -285,18 +372,8 @@ def _encode_quantize_pixels(x, step, y_prev, candidates, n_candidates, active, r
     bad = _nonfinite_pixels(x, candidates, n_candidates)
     if bad > 0:
         return 0, 0, bad
-    w = x.shape[1]
-    n = 0
-    nnz = 0
-    for t in range(n_candidates):
-        p = candidates[t]
-        i = p // w
-        j = p - i * w
-        changed = _quantize_pixel(x, step, y_prev, rows, i, j, n)
-        if changed > 0:
-            active[n] = p
-            n += 1
-            nnz += changed
+    h, w, c = x.shape
+    n, nnz, _ = _encode_quantize_rows(x.reshape((h * w, c)), step, y_prev.reshape((h * w, c)), candidates, n_candidates, active, rows)
     return n, nnz, 0
 
 

@@ -32,7 +32,7 @@ from ops.elementwise import (
     _pool_touch,
     _union,
 )
-from ops.encode import _encode_quantize_pixels, _encode_threshold_pixels
+from ops.encode import _encode_quantize_rows, _encode_threshold_rows
 
 # opcodes
 OP_INPUT, OP_ENCODE, OP_MAC, OP_ACT, OP_AFFINE, OP_ADD, OP_CONCAT, OP_PAD, OP_POOL, OP_GPOOL, OP_FLATTEN = range(11)
@@ -67,13 +67,13 @@ def _run(S, P, INL, T, F, I, U, frame, lst, nlst, nnz, macs):
         ah, aw, ac = T[a, T_H], T[a, T_W], T[a, T_C]
         aval = F[T[a, T_VAL]]
         if op == OP_ENCODE:
-            x = aval.reshape((ah, aw, ac))
-            state = oval.reshape((oh, ow, oc))
+            x = aval.reshape((ah * aw, ac))
+            state = oval.reshape((oh * ow, oc))
             rows = F[S[s, 6]].reshape((ah * aw, ac))
             if S[s, 4] == 0:
-                n, z, bad = _encode_threshold_pixels(x, F[S[s, 5]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
+                n, z, bad = _encode_threshold_rows(x, F[S[s, 5]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
             else:
-                n, z, bad = _encode_quantize_pixels(x, F[S[s, 5]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
+                n, z, bad = _encode_quantize_rows(x, F[S[s, 5]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
             if bad > 0:
                 return s
             S[s, 7] = z  # this frame's nnz, read by the MAC step(s) it feeds
@@ -251,7 +251,7 @@ class CompiledFrame:
             if isinstance(r, _InputRunner):
                 row[F_OP], row[4], row[5], row[6] = OP_INPUT, f(r.scale), f(r.offset), u(r.prev)
             elif isinstance(r, _EncodeRunner):
-                row[F_OP], row[4], row[5], row[6] = OP_ENCODE, int(r.kernel is _encode_quantize_pixels), f(r.param), f(r.rows)
+                row[F_OP], row[4], row[5], row[6] = OP_ENCODE, int(r.quantize), f(r.param), f(r.rows)
                 enc_index[id(r)] = s
             elif isinstance(r, _MacRunner):
                 kh, kw, cin, cout = r.kernel.shape

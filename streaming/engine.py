@@ -42,7 +42,7 @@ from ops.elementwise import (
     _pool_touch,
     _union,
 )
-from ops.encode import _encode_quantize_pixels, _encode_threshold_pixels
+from ops.encode import _encode_quantize_rows, _encode_threshold_rows
 from streaming.plan import MAC_OPS, Plan, validate_plan
 
 GRANULARITIES = ("element", "pixel")
@@ -78,7 +78,7 @@ class FrameStats:
     executed_macs: np.ndarray  # multiply-accumulates executed per MAC layer
     layer_ms: np.ndarray  # time of each MAC layer (its input encoder included)
     total_ms: float
-    phase_ms: dict  # "input", "encode", "mac", "other"
+    phase_ms: dict  # profiled frames: "input", "encode", "mac", "activation", "other" (add, pool, ...); else {}
 
     @property
     def macs(self) -> int:
@@ -234,7 +234,7 @@ class DeltaEngine:
         self._nnz[:] = 0
         self._macs[:] = 0
         self._ms[:] = 0
-        phase = {"input": 0.0, "encode": 0.0, "mac": 0.0, "other": 0.0}
+        phase = {"input": 0.0, "encode": 0.0, "mac": 0.0, "activation": 0.0, "other": 0.0}
         clock = time.perf_counter
         if self._compiled is not None and not dense_pass:
             start = clock()
@@ -348,7 +348,11 @@ class _EncodeRunner(_Runner):
     def __init__(self, engine, step, src, out, param, mac_index):
         self.engine, self.src, self.out, self.param = engine, src, out, param
         self.dense = engine.mode == "dense"
-        self.kernel = _encode_quantize_pixels if step["mode"] == "quantize" else _encode_threshold_pixels
+        self.quantize = step["mode"] == "quantize"
+        # (H*W, C) row kernels: they count non-finite values while encoding, so after the
+        # ValueError below this stream's state is broken (as it was before: the layers
+        # in front of this one had already advanced); reset() starts a clean stream.
+        self.kernel = _encode_quantize_rows if self.quantize else _encode_threshold_rows
         h, w, c = out.shape
         self.rows = np.zeros((h * w, c), np.float32)
         self.nnz = 0
@@ -365,7 +369,7 @@ class _EncodeRunner(_Runner):
         if self.dense:
             out.lst, out.n = src.lst, src.n
             return
-        n, nnz, bad = self.kernel(src.value, self.param, out.value, src.lst, src.n, out.pix, self.rows)
+        n, nnz, bad = self.kernel(src.flat, self.param, out.flat, src.lst, src.n, out.pix, self.rows)
         if bad:
             raise ValueError(f"non-finite activations ({bad} values) entering {self.name!r}: the model or the frame is broken")
         self.nnz = nnz
@@ -442,6 +446,8 @@ class _MacRunner(_Runner):
 
 
 class _ActivationRunner(_Runner):
+    phase = "activation"
+
     def __init__(self, src, out, code, a0, a1, a2):
         self.src, self.out, self.code, self.a = src, out, code, (float(a0), float(a1), float(a2))
 
@@ -453,6 +459,8 @@ class _ActivationRunner(_Runner):
 
 
 class _AffineRunner(_Runner):
+    phase = "activation"  # element-wise nonlinearity/affine work between MAC layers
+
     def __init__(self, src, out, scale, offset):
         self.src, self.out, self.scale, self.offset = src, out, scale, offset
 

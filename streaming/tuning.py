@@ -16,7 +16,8 @@ from streaming.plan import Plan
 
 def measure_layer_ms(plan: Plan, frames: np.ndarray, granularity: str, threads: int | None = None, repeats: int = 2) -> np.ndarray:
     """Median per-MAC-layer milliseconds over ``frames`` (after the first) at one granularity."""
-    engine = DeltaEngine(plan, granularity=granularity, threads=threads)
+    # profile=True: the compiled frame loop does not time layers (its layer_ms is NaN)
+    engine = DeltaEngine(plan, granularity=granularity, threads=threads, profile=True)
     engine.warmup()
     per_frame = []
     for _ in range(repeats):

@@ -328,3 +328,68 @@ def test_kernels_run_without_jit():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "OK" in out.stdout
+
+
+# --- the (H*W, C) row kernels the engine runs (single pass, non-finite counted on the way) ---
+
+
+def _rows_reference(mode, x, param, cand_lists):
+    """naive.py semantics restricted to candidate pixels: only they are encoded."""
+    t, h, w, c = x.shape
+    state = np.zeros((h * w, c), np.float32)
+    out = []
+    for f in range(t):
+        xf = x[f].reshape(h * w, c)
+        d = np.zeros((h * w, c), np.float32)
+        cand = cand_lists[f]
+        if mode == "threshold":
+            fire = np.abs(xf[cand] - state[cand]) > param
+            new = np.where(fire, xf[cand], state[cand])
+        else:
+            new = (np.rint(xf[cand] / param) * param).astype(np.float32)
+        d[cand] = new - state[cand]
+        state[cand] = new
+        out.append((d, state.copy()))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["threshold", "quantize"])
+def test_row_kernels_match_reference(mode):
+    x = _stream(seed=21, t=8)
+    t, h, w, c = x.shape
+    param = np.array([0.2, 0.5, 0.05, 1.0, 0.3], np.float32)
+    rng = np.random.default_rng(22)
+    cand_lists = [np.arange(h * w, dtype=np.int32)] + [
+        np.sort(rng.choice(h * w, rng.integers(0, h * w + 1), replace=False)).astype(np.int32) for _ in range(t - 1)
+    ]
+    expected = _rows_reference(mode, x, param, cand_lists)
+    # with every pixel a candidate it is naive.py's stream exactly
+    full_y, full_d = (naive.threshold_stream if mode == "threshold" else naive.quantize_stream)(x[:1], param)
+    kern = encode._encode_threshold_rows if mode == "threshold" else encode._encode_quantize_rows
+    state = np.zeros((h * w, c), np.float32)
+    active, rows = empty_delta(h, w, c)
+    for f in range(t):
+        cand = cand_lists[f]
+        n, nnz, bad = kern(x[f].reshape(h * w, c), param, state, cand, cand.size, active, rows)
+        d, st = expected[f]
+        assert bad == 0
+        assert np.array_equal(_bits(naive.to_dense(active, n, rows, h, w).reshape(h * w, c)), _bits(d))
+        assert np.array_equal(_bits(state), _bits(st))
+        assert nnz == np.count_nonzero(d)
+        assert np.array_equal(active[:n], cand[np.any(d[cand] != 0, axis=1)])  # candidate order, active only
+        if f == 0:
+            assert np.array_equal(_bits(naive.to_dense(active, n, rows, h, w)), _bits(full_d[0]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_row_kernels_count_non_finite(bad):
+    x = np.random.default_rng(23).normal(size=(12, 4)).astype(np.float32)
+    x[5, 2] = bad
+    x[9, 0] = bad
+    p = np.full(4, 0.1, np.float32)
+    active, rows = empty_delta(12, 1, 4)
+    for kern in (encode._encode_threshold_rows, encode._encode_quantize_rows):
+        cand = np.arange(12, dtype=np.int32)
+        assert kern(x, p, np.zeros_like(x), cand, 12, active, rows)[2] == 2
+        assert kern(x, p, np.zeros_like(x), cand, 6, active, rows)[2] == 1  # only candidates are looked at
+        assert kern(x, p, np.zeros_like(x), np.array([0, 1, 10], np.int32), 3, active, rows)[2] == 0
