@@ -33,21 +33,48 @@ from ops.encode import (
 __all__ = ["encode_threshold_pixels_scaled"]
 
 
-@njit_exact
-def _threshold_pixel_scaled(x, theta, s, ref, rows, i, j, n):
-    """Threshold-encode pixel (i, j) into ``rows[n]`` with thresholds ``theta[k] * s``."""
-    c = x.shape[2]
+@njit_exact(inline="always")
+def _threshold_row_scaled(x, theta, s, ref, rows, p, n):
+    """Threshold-encode row ``p`` of the (P, C) ``x`` into ``rows[n]`` with thresholds ``theta[k] * s``.
+
+    Returns ``(fired channels, non-finite values of x[p])``; as ``ops.encode._threshold_row``.
+    """
+    c = x.shape[1]
     zero = np.float32(0.0)
+    inf = np.float32(np.inf)
     fired = 0
+    bad = 0
     for k in range(c):
-        xv = x[i, j, k]
-        rv = ref[i, j, k]
+        xv = x[p, k]
+        rv = ref[p, k]
         d = xv - rv
         fire = abs(d) > theta[k] * s
         rows[n, k] = d if fire else zero
-        ref[i, j, k] = xv if fire else rv
+        ref[p, k] = xv if fire else rv
         fired += fire
-    return fired
+        bad += not (abs(xv) < inf)
+    return fired, bad
+
+
+@njit_exact
+def _encode_threshold_rows_scaled(x, theta, pixel_scale, ref, candidates, n_candidates, active, rows):
+    """Region-weighted threshold encoder over the rows ``candidates[:n_candidates]`` of ``x`` (P, C).
+
+    As ``ops.encode._encode_threshold_rows`` (same buffers, same partial-update contract on
+    non-finite input) with the threshold of row ``p`` scaled by ``pixel_scale[p]``.
+    Returns ``(n_active, nnz, n_nonfinite)``.
+    """
+    n = 0
+    nnz = 0
+    bad = 0
+    for t in range(n_candidates):
+        p = candidates[t]
+        fired, b = _threshold_row_scaled(x, theta, pixel_scale[p], ref, rows, p, n)
+        active[n] = p
+        n += fired > 0
+        nnz += fired
+        bad += b
+    return n, nnz, bad
 
 
 @njit_exact
@@ -62,18 +89,10 @@ def _encode_threshold_pixels_scaled(x, theta, pixel_scale, ref, candidates, n_ca
     bad = _nonfinite_pixels(x, candidates, n_candidates)
     if bad > 0:
         return 0, 0, bad
-    w = x.shape[1]
-    n = 0
-    nnz = 0
-    for t in range(n_candidates):
-        p = candidates[t]
-        i = p // w
-        j = p - i * w
-        fired = _threshold_pixel_scaled(x, theta, pixel_scale[p], ref, rows, i, j, n)
-        if fired > 0:
-            active[n] = p
-            n += 1
-            nnz += fired
+    h, w, c = x.shape
+    n, nnz, _ = _encode_threshold_rows_scaled(
+        x.reshape((h * w, c)), theta, pixel_scale, ref.reshape((h * w, c)), candidates, n_candidates, active, rows
+    )
     return n, nnz, 0
 
 

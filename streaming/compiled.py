@@ -33,6 +33,7 @@ from ops.elementwise import (
     _union,
 )
 from ops.encode import _encode_quantize_rows, _encode_threshold_rows
+from ops.region import _encode_threshold_rows_scaled
 
 # opcodes
 OP_INPUT, OP_ENCODE, OP_MAC, OP_ACT, OP_AFFINE, OP_ADD, OP_CONCAT, OP_PAD, OP_POOL, OP_GPOOL, OP_FLATTEN = range(11)
@@ -72,6 +73,8 @@ def _run(S, P, INL, T, F, I, U, frame, lst, nlst, nnz, macs):
             rows = F[S[s, 6]].reshape((ah * aw, ac))
             if S[s, 4] == 0:
                 n, z, bad = _encode_threshold_rows(x, F[S[s, 5]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
+            elif S[s, 4] == 2:  # region-weighted threshold (DeltaEngine.set_region)
+                n, z, bad = _encode_threshold_rows_scaled(x, F[S[s, 5]], F[S[s, 8]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
             else:
                 n, z, bad = _encode_quantize_rows(x, F[S[s, 5]], state, I[lst[a]], nlst[a], I[T[o, T_PIX]], rows)
             if bad > 0:
@@ -252,6 +255,8 @@ class CompiledFrame:
                 row[F_OP], row[4], row[5], row[6] = OP_INPUT, f(r.scale), f(r.offset), u(r.prev)
             elif isinstance(r, _EncodeRunner):
                 row[F_OP], row[4], row[5], row[6] = OP_ENCODE, int(r.quantize), f(r.param), f(r.rows)
+                if r.scale is not None:
+                    row[8] = f(r.scale)
                 enc_index[id(r)] = s
             elif isinstance(r, _MacRunner):
                 kh, kw, cin, cout = r.kernel.shape
@@ -290,11 +295,23 @@ class CompiledFrame:
             else:
                 raise TypeError(f"no compiled form for {type(r).__name__}")
         self.S, self.P, self.T = S, P, T
+        self.tensor_index = tid
         self.INL = np.asarray(inl if inl else [0], np.int64)
         self.F, self.I, self.U = F, I, U
         self.lst = np.zeros(len(names), np.int64)
         self.nlst = np.zeros(len(names), np.int64)
         self.step_names = [getattr(r, "name", r.out.name) for r in steps]
+        self._encoders = [(s, r) for s, r in enumerate(steps) if isinstance(r, _EncodeRunner)]
+        self.refresh_encoders()
+
+    def changed_count(self, tensor) -> int:
+        """Entries of ``tensor.pix`` listed by the last compiled frame (its ``n``)."""
+        return int(self.nlst[self.tensor_index[tensor.name]])
+
+    def refresh_encoders(self) -> None:
+        """Re-read each encoder's kind (0 threshold, 1 quantize, 2 region-weighted threshold)."""
+        for s, r in self._encoders:
+            self.S[s, 4] = 2 if r.scaled else int(r.quantize)
 
     def run(self, frame: np.ndarray, nnz: np.ndarray, macs: np.ndarray) -> int:
         """Run one delta frame; fills per-MAC-layer ``nnz`` and ``macs``; returns -1 or a bad step."""

@@ -43,6 +43,7 @@ from ops.elementwise import (
     _union,
 )
 from ops.encode import _encode_quantize_rows, _encode_threshold_rows
+from ops.region import _encode_threshold_rows_scaled
 from streaming.plan import MAC_OPS, Plan, validate_plan
 
 GRANULARITIES = ("element", "pixel")
@@ -79,6 +80,18 @@ class FrameStats:
     layer_ms: np.ndarray  # time of each MAC layer (its input encoder included)
     total_ms: float
     phase_ms: dict  # profiled frames: "input", "encode", "mac", "activation", "other" (add, pool, ...); else {}
+    # worker_stats=True, delta frames: per MAC layer, non-zero delta elements of the busiest
+    # of `threads` workers and the mean over workers (streaming.region.worker_loads); else None
+    worker_max: np.ndarray | None = None
+    worker_mean: np.ndarray | None = None
+
+    @property
+    def worker_imbalance(self) -> np.ndarray | None:
+        """Per MAC layer ``max / mean`` non-zeros per worker (1: even; ``threads``: one worker does all)."""
+        if self.worker_max is None:
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.worker_mean > 0, self.worker_max / np.maximum(self.worker_mean, 1e-300), 1.0)
 
     @property
     def macs(self) -> int:
@@ -100,6 +113,14 @@ class DeltaEngine:
         profile: time every step (per-layer and per-phase milliseconds in ``FrameStats``)
             by running the steps from Python; otherwise non-keyframes run as one compiled
             numba call (``streaming.compiled``) and ``layer_ms`` is NaN.
+        worker_stats: also report, for every delta frame, how the parallel kernels would
+            share each MAC layer's non-zero deltas among ``threads`` workers
+            (``FrameStats.worker_max`` / ``worker_mean``); costs Python time per frame.
+
+    Region-weighted thresholds (``set_region``): threshold-mode encoders can use a spatially
+    varying threshold ``theta[c] / (1 + lam * P(x, y))`` with ``P`` a prior in ``[0, 1]``: a
+    fixed region of interest, or ``"motion"`` (the input's frame difference, recomputed every
+    frame). This departs from the Keras model on purpose (more updates where it matters).
     """
 
     def __init__(
@@ -111,6 +132,7 @@ class DeltaEngine:
         threads: int | None = None,
         keyframe_interval: int | None = None,
         profile: bool = False,
+        worker_stats: bool = False,
     ):
         if mode not in ("delta", "dense"):
             raise ValueError(f"mode must be 'delta' or 'dense', got {mode!r}")
@@ -121,6 +143,11 @@ class DeltaEngine:
         self.mode = mode
         self.keyframe_interval = keyframe_interval
         self.profile = bool(profile)
+        self.worker_stats = bool(worker_stats)
+        self.threads = int(threads) if threads is not None else None
+        self._region = None  # None, "static" or "motion"
+        self._region_lam = 0.0
+        self._prev_input = None
         if threads is not None:
             import numba
 
@@ -153,7 +180,8 @@ class DeltaEngine:
 
     def clone(self, **overrides) -> "DeltaEngine":
         """A new engine (its own stream state) sharing this one's plan and weights."""
-        kwargs = dict(mode=self.mode, granularity=dict(self._granularity), keyframe_interval=self.keyframe_interval, profile=self.profile)
+        kwargs = dict(mode=self.mode, granularity=dict(self._granularity), keyframe_interval=self.keyframe_interval, profile=self.profile,
+                      worker_stats=self.worker_stats)
         kwargs.update(overrides)
         return DeltaEngine(self.plan, **kwargs)
 
@@ -206,6 +234,7 @@ class DeltaEngine:
         for r in self._steps:
             r.reset()
         self.frame_index = 0
+        self._prev_input = None
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """An RGB frame as the model's input: resized (``cv2.INTER_AREA``) and uint8, C-contiguous."""
@@ -231,6 +260,11 @@ class DeltaEngine:
         k = self.frame_index
         keyframe = k == 0 or (self.keyframe_interval is not None and k % self.keyframe_interval == 0)
         dense_pass = keyframe or self.mode == "dense"
+        if self._region == "motion":
+            from streaming.region import motion_prior
+
+            self._apply_prior(motion_prior(frame, self._prev_input))
+            self._prev_input = frame.copy()
         self._nnz[:] = 0
         self._macs[:] = 0
         self._ms[:] = 0
@@ -245,7 +279,7 @@ class DeltaEngine:
             self.frame_index = k + 1
             self._ms[:] = np.nan
             logits = self._out.value.reshape(-1).copy()
-            return logits, FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), self._ms.copy(), total, {})
+            return logits, self._stats(k, keyframe, total, {}, dense_pass)
         start = t0 = clock()
         for r in self._steps:
             r.run(frame, dense_pass)
@@ -260,8 +294,93 @@ class DeltaEngine:
         total = (clock() - start) * 1e3
         self.frame_index = k + 1
         logits = self._out.value.reshape(-1).copy()
+        return logits, self._stats(k, keyframe, total, phase, dense_pass)
+
+    def _stats(self, k, keyframe, total, phase, dense_pass) -> FrameStats:
         stats = FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), self._ms.copy(), total, phase)
-        return logits, stats
+        if self.worker_stats and not dense_pass:
+            stats.worker_max, stats.worker_mean = self._worker_loads()
+        return stats
+
+    def _worker_loads(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per MAC layer: max and mean non-zero deltas per worker for the frame just run."""
+        from streaming.region import load_stats, worker_loads
+
+        threads = self.threads or 1
+        mx = np.zeros(len(self.layer_names))
+        mean = np.zeros(len(self.layer_names))
+        for r in self._steps:
+            if not isinstance(r, _MacRunner):
+                continue
+            enc, src = r.enc, r.src
+            # an encoder's output lists its active pixels in src.pix; the compiled path keeps
+            # the count in its own table
+            n = self._compiled.changed_count(src) if self._compiled is not None else int(src.n)
+            active = src.pix[:n]
+            nnz = np.count_nonzero(enc.rows[:n], axis=1)
+            order = np.argsort(active, kind="stable")  # the kernels' split assumes ascending pixels
+            kh, kw, cin, cout = r.kernel.shape
+            ho, wo, _ = r.out.shape
+            kind = "depthwise" if r.depthwise else ("pointwise" if r.pointwise else "conv")
+            loads = worker_loads(
+                kind, active[order], n, nnz[order], threads=threads, in_w=r.in_w, out_h=ho, out_w=wo, kh=kh, kw=kw,
+                stride=r.stride, pad_top=r.pad_top, pad_left=r.pad_left, cout=cout, cin=cin, granularity=r.granularity,
+            )["nonzeros"]
+            st = load_stats(loads)
+            mx[r.mac_index], mean[r.mac_index] = st["max"], st["mean"]
+        return mx, mean
+
+    # --- region-weighted thresholds ------------------------------------------------------------
+
+    def set_region(self, prior, lam: float = 4.0) -> None:
+        """Region-weighted thresholds: ``theta[c] / (1 + lam * P)`` in every threshold-mode encoder.
+
+        Args:
+            prior: ``None`` (plain thresholds again), ``"motion"`` (``P`` = the input's
+                frame difference, ``streaming.region.motion_prior``, every frame), or a float
+                ``(H, W)`` array in ``[0, 1]`` at any resolution (e.g.
+                ``streaming.region.roi_prior``), resized to each encoder's resolution.
+            lam: strength ``lambda >= 0``. Defaults to 4 (thresholds down to 1/5 where ``P = 1``).
+
+        Only pixels whose input changed are re-examined by an encoder, so with a prior that
+        changes over time a pixel whose threshold dropped fires when its input next changes.
+        """
+        encoders = [r for r in self._steps if isinstance(r, _EncodeRunner) and r.scale is not None]
+        if self.mode == "dense":
+            raise ValueError("set_region needs mode='delta' (dense mode transmits everything)")
+        if prior is not None and not encoders:
+            raise ValueError("set_region: the model has no threshold-mode delta layers")
+        lam = float(lam)
+        if not (np.isfinite(lam) and lam >= 0):
+            raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
+        if prior is None:
+            self._region = None
+            for r in encoders:
+                r.scale[...] = 1.0
+                r.scaled = False
+        elif isinstance(prior, str):
+            if prior != "motion":
+                raise ValueError(f"prior must be None, 'motion' or an (H, W) array, got {prior!r}")
+            self._region, self._region_lam = "motion", lam
+            self._prev_input = None
+            self._apply_prior(np.zeros(self.input_shape[:2], np.float32))
+        else:
+            self._region, self._region_lam = "static", lam
+            self._apply_prior(prior)
+        if self._compiled is not None:
+            self._compiled.refresh_encoders()
+
+    def _apply_prior(self, prior) -> None:
+        from streaming.region import pixel_scales
+
+        cache = {}
+        for r in self._steps:
+            if isinstance(r, _EncodeRunner) and r.scale is not None:
+                hw = r.out.shape[:2]
+                if hw not in cache:
+                    cache[hw] = pixel_scales(prior, self._region_lam, hw)
+                r.scale[...] = cache[hw]
+                r.scaled = True
 
     def run(self, frames) -> tuple[np.ndarray, list[FrameStats]]:
         """Step through an iterable of frames; returns stacked logits and the stats list."""
@@ -355,6 +474,9 @@ class _EncodeRunner(_Runner):
         self.kernel = _encode_quantize_rows if self.quantize else _encode_threshold_rows
         h, w, c = out.shape
         self.rows = np.zeros((h * w, c), np.float32)
+        # region-weighted thresholds (DeltaEngine.set_region): per-pixel factor on theta
+        self.scale = None if self.quantize or self.dense else np.ones(h * w, np.float32)
+        self.scaled = False
         self.nnz = 0
         self.feeds = mac_index  # the next MAC step (the usual layout: encode right before its MAC layer)
         self.name = step["name"]
@@ -369,7 +491,10 @@ class _EncodeRunner(_Runner):
         if self.dense:
             out.lst, out.n = src.lst, src.n
             return
-        n, nnz, bad = self.kernel(src.flat, self.param, out.flat, src.lst, src.n, out.pix, self.rows)
+        if self.scaled:
+            n, nnz, bad = _encode_threshold_rows_scaled(src.flat, self.param, self.scale, out.flat, src.lst, src.n, out.pix, self.rows)
+        else:
+            n, nnz, bad = self.kernel(src.flat, self.param, out.flat, src.lst, src.n, out.pix, self.rows)
         if bad:
             raise ValueError(f"non-finite activations ({bad} values) entering {self.name!r}: the model or the frame is broken")
         self.nnz = nnz
