@@ -149,6 +149,32 @@ def _size_arg(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def _region_arg(text: str):
+    """``motion``, or a region of interest ``x0,y0,x1,y1`` in fractions of the frame (0..1)."""
+    import argparse
+
+    if text.strip().lower() == "motion":
+        return "motion"
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'motion' or x0,y0,x1,y1 in fractions of the frame, got {text!r}") from None
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise argparse.ArgumentTypeError(f"region box needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {text!r}")
+    return (x0, y0, x1, y1)
+
+
+def region_prior(region, resolution: int = 256):
+    """The engine's ``set_region`` argument for a ``--region`` value (see ``_region_arg``)."""
+    if region is None or region == "motion":
+        return region
+    from streaming.region import roi_prior
+
+    x0, y0, x1, y1 = region
+    r = resolution
+    return roi_prior((r, r), [(x0 * r, y0 * r, x1 * r, y1 * r)])
+
+
 def _partial(path: Path) -> Path:
     """A temporary name next to ``path`` that keeps its extension (OpenCV picks formats by it)."""
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
@@ -221,12 +247,16 @@ def run(
     realtime: bool = False,
     keyframe_interval: int | None = None,
     json_lines: bool | None = None,
+    region=None,
+    region_lambda: float = 4.0,
     out=None,
     err=None,
 ) -> dict:
     """Run live recognition; returns the summary dict (also printed as one line on ``err``).
 
     ``json_lines`` (default: only when headless) prints one JSON object per frame on ``out``.
+    ``region`` (``"motion"`` or an ``(x0, y0, x1, y1)`` box in fractions of the frame) lowers
+    the delta thresholds there by ``1 + region_lambda`` (``DeltaEngine.set_region``).
     Raises ``CliError`` for a missing model/source, an unconvertible model or an unwritable output.
     """
     from deltanet.density import mac_density
@@ -258,6 +288,11 @@ def run(
     try:
         engine = load_engine(model, threads=threads, keyframe_interval=keyframe_interval)
         engine.warmup()   # compile the kernels before the first frame is timed
+        if region is not None:
+            try:
+                engine.set_region(region_prior(region), lam=region_lambda)
+            except ValueError as e:
+                raise CliError(f"--region: {e}") from e
         why = None if headless else display_problem()
     except BaseException:
         src.close()
@@ -454,6 +489,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--hold-ms", type=nonneg_float, default=0.0, help="window mode: keep the last frame up this long after the source ends (q closes)")
     p.add_argument("--realtime", action="store_true", help="play files and synthetic video at their frame rate, newest frame only (like a camera)")
     p.add_argument("--json", action="store_true", help="window mode: print the JSON lines on stdout too")
+    p.add_argument("--region", type=_region_arg, default=None, metavar="motion|x0,y0,x1,y1",
+                   help="region-weighted thresholds: where the input moves, or a box in fractions of the frame")
+    p.add_argument("--region-lambda", type=nonneg_float, default=4.0, help="threshold divisor 1 + lambda inside the region (default 4)")
     return p
 
 
@@ -464,7 +502,7 @@ def main(argv=None) -> int:
         run(args.model, args.source, headless=args.headless, max_frames=args.max_frames, window=args.window, top_k=args.top,
             record=args.record, snapshot=args.snapshot, threads=args.threads, size=args.size, scale=args.scale,
             hold_ms=args.hold_ms, realtime=args.realtime, keyframe_interval=args.keyframe_interval,
-            json_lines=True if args.json else None)
+            json_lines=True if args.json else None, region=args.region, region_lambda=args.region_lambda)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:   # during start-up (the frame loop handles its own)

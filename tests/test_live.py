@@ -147,6 +147,21 @@ def test_headless_json_lines_smoothing_and_record(assets, tmp_path):
     assert video.shape == (20, 480, 640, 3)
 
 
+def test_region_weighted_thresholds_fire_more(assets):
+    """--region lowers the thresholds where it applies: more deltas than the plain engine."""
+    from streaming import live as live_mod
+
+    densities = {}
+    for region in (None, "motion", (0.0, 0.0, 1.0, 1.0)):
+        out, err = io.StringIO(), io.StringIO()
+        live_mod.run(str(assets.model), str(assets.video), headless=True, max_frames=12, out=out, err=err, threads=1,
+                     region=region, region_lambda=9.0)
+        recs = check_json_lines(out.getvalue(), 12)
+        densities[str(region)] = np.mean([r["mac_density"] for r in recs[1:]])
+    assert densities["(0.0, 0.0, 1.0, 1.0)"] > densities["None"], densities
+    assert densities["motion"] >= densities["None"], densities
+
+
 def test_live_falls_back_to_headless_without_a_display(assets, monkeypatch):
     from streaming import live as live_mod
 
@@ -285,13 +300,15 @@ def test_live_window_under_xvfb(assets, tmp_path):
 # --- errors: exit 2, one line ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["bad_args", "missing_model", "missing_source", "unconvertible"])
+@pytest.mark.parametrize("case", ["bad_args", "bad_region", "missing_model", "missing_source", "unconvertible"])
 def test_live_cli_errors_are_one_line(assets, case):
     model, source, extra = assets.model, assets.video, ["--headless"]
-    expect = {"bad_args": "--max-frames", "missing_model": "no such file", "missing_source": "no such file",
-              "unconvertible": "UpSampling2D"}[case]
+    expect = {"bad_args": "--max-frames", "bad_region": "--region", "missing_model": "no such file",
+              "missing_source": "no such file", "unconvertible": "UpSampling2D"}[case]
     if case == "bad_args":
         extra += ["--max-frames", "0"]
+    elif case == "bad_region":
+        extra += ["--region", "0.5,0.5,0.2,0.9"]
     elif case == "missing_model":
         model = assets.dir / "nope.keras"
     elif case == "missing_source":
