@@ -215,8 +215,10 @@ def _quantize_pixel(x, step, y_prev, rows, i, j, n):
 
 
 @njit_exact(inline="always")
-def _threshold_row(x, theta, ref, rows, p, n):
-    """Threshold-encode row ``p`` of the (P, C) ``x`` into ``rows[n]``.
+def _threshold_row_scaled(x, theta, s, ref, rows, p, n):
+    """Threshold-encode row ``p`` of the (P, C) ``x`` into ``rows[n]`` with thresholds
+    ``theta[k] * s`` (``s``: float32; 1 for the plain encoder, a per-pixel factor for the
+    region-weighted one in ``ops.region``). The one definition of the hysteresis in the kernels.
 
     Returns ``(fired channels, non-finite values of x[p])``.
     """
@@ -229,7 +231,7 @@ def _threshold_row(x, theta, ref, rows, p, n):
         xv = x[p, k]
         rv = ref[p, k]
         d = xv - rv
-        fire = abs(d) > theta[k]
+        fire = abs(d) > theta[k] * s
         # selects, not branches: the loop vectorizes and random firing costs no
         # mispredictions
         rows[n, k] = d if fire else zero
@@ -237,6 +239,13 @@ def _threshold_row(x, theta, ref, rows, p, n):
         fired += fire
         bad += not (abs(xv) < inf)  # NaN and +-Inf; vectorizes, unlike math.isfinite
     return fired, bad
+
+
+@njit_exact(inline="always")
+def _threshold_row(x, theta, ref, rows, p, n):
+    """Threshold-encode row ``p`` of the (P, C) ``x`` into ``rows[n]`` (``theta * 1`` is
+    exactly ``theta``, and the multiplication by 1 compiles away)."""
+    return _threshold_row_scaled(x, theta, np.float32(1.0), ref, rows, p, n)
 
 
 @njit_exact(inline="always")

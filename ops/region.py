@@ -28,32 +28,10 @@ from ops.encode import (
     _check_theta,
     _nonfinite_pixels,
     _raise_nonfinite,
+    _threshold_row_scaled,
 )
 
 __all__ = ["encode_threshold_pixels_scaled"]
-
-
-@njit_exact(inline="always")
-def _threshold_row_scaled(x, theta, s, ref, rows, p, n):
-    """Threshold-encode row ``p`` of the (P, C) ``x`` into ``rows[n]`` with thresholds ``theta[k] * s``.
-
-    Returns ``(fired channels, non-finite values of x[p])``; as ``ops.encode._threshold_row``.
-    """
-    c = x.shape[1]
-    zero = np.float32(0.0)
-    inf = np.float32(np.inf)
-    fired = 0
-    bad = 0
-    for k in range(c):
-        xv = x[p, k]
-        rv = ref[p, k]
-        d = xv - rv
-        fire = abs(d) > theta[k] * s
-        rows[n, k] = d if fire else zero
-        ref[p, k] = xv if fire else rv
-        fired += fire
-        bad += not (abs(xv) < inf)
-    return fired, bad
 
 
 @njit_exact
