@@ -67,19 +67,24 @@ def run_one(cfg, train, val, class_names, seed_offset=0):
     import keras
 
     from deltanet.measure import measure_model
+    from deltanet.schedules import fit_callbacks
     from training.fit import build, compile_model
 
     keras.utils.set_random_seed(cfg.seed)
     model = build(cfg, class_names)
     steps = int(np.ceil(len(train[0]) / cfg.batch_size))
     compile_model(model, cfg, steps)
+    callbacks = [] if cfg.baseline else fit_callbacks(
+        schedule=cfg.schedule, total_steps=cfg.epochs * steps, warmup=cfg.warmup,
+        depth_progressive=cfg.depth_progressive, threshold_shift=cfg.threshold_shift, shift_fraction=cfg.shift_fraction,
+    )
     rng = np.random.default_rng(cfg.seed + seed_offset)
     xv = sample(val[0], cfg.frames, cfg.stride)
     t0 = time.time()
     curve = []
     for epoch in range(cfg.epochs):
         xt = sample(train[0], cfg.frames, cfg.stride, rng)
-        model.fit(xt, train[1], batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=True, verbose=0)
+        model.fit(xt, train[1], batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=True, verbose=0, callbacks=callbacks)
         curve.append(round(float(model.evaluate(xv, val[1], batch_size=32, verbose=0, return_dict=True)["accuracy"]), 4))
     seconds = time.time() - t0
     batches = [xv[i : i + 32] for i in range(0, len(xv), 32)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run scripts/sweep.py on a JAX-only GPU machine, one process per line of GRID_FILE sharing
+# Run scripts/sweep.py on a JAX-only GPU machine, one process per line of GRID_FILE (sweep.py arguments) sharing
 # the GPU. Wheels for keras, namex and optree (cp312) must be in .whl/ (pip download).
 # Usage there: bash scripts/sweep_device.sh GRID_FILE   (results in $OUT/results.jsonl)
 # hyper-parameter sweep on one H200 (JAX backend), several processes sharing the GPU
@@ -14,7 +14,7 @@ echo "embedded dataset: $(( $(date +%s) - start )) s"
 i=0
 while read -r line; do
   i=$((i+1))
-  timeout $(( ${LIMIT:-540} - ($(date +%s) - start) )) python3 scripts/sweep.py --baseline-too --json $OUT/r$i.jsonl $line > $OUT/log$i.txt 2>&1 &
+  timeout $(( ${LIMIT:-540} - ($(date +%s) - start) )) python3 scripts/sweep.py --json $OUT/r$i.jsonl $line > $OUT/log$i.txt 2>&1 &
 done < "$1"
 wait
 cat $OUT/r*.jsonl > $OUT/results.jsonl 2>/dev/null; rm -f $OUT/r*.jsonl
