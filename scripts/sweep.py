@@ -63,7 +63,7 @@ def sample(videos, frames, stride, rng=None):
     return videos[np.arange(len(videos))[:, None], idx]
 
 
-def run_one(cfg, train, val, class_names, seed_offset=0):
+def run_one(cfg, train, val, class_names, seed_offset=0, save=None):
     import keras
 
     from deltanet.measure import measure_model
@@ -89,6 +89,9 @@ def run_one(cfg, train, val, class_names, seed_offset=0):
     seconds = time.time() - t0
     batches = [xv[i : i + 32] for i in range(0, len(xv), 32)]
     measured = measure_model(model, batches)
+    if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        model.save(save)
     return {"val_accuracy": curve[-1], "curve": curve, "mac_density": measured["mac_density"], "seconds": round(seconds, 1)}
 
 
@@ -97,6 +100,7 @@ def main() -> None:
     p.add_argument("--grid", action="append", default=[], help="FIELD=v1,v2,... (FitConfig field)")
     p.add_argument("--baseline-too", action="store_true", help="also train each configuration with --baseline")
     p.add_argument("--json", help="append one JSON line per run here")
+    p.add_argument("--save-dir", help="also save each trained model here as SETTINGS.keras")
     args = p.parse_args()
 
     from training.fit import FitConfig
@@ -124,7 +128,9 @@ def main() -> None:
     for combo in itertools.product(*axes) if axes else [()]:
         for baseline in (False, True) if args.baseline_too else (False,):
             cfg = dataclasses.replace(base, **dict(combo), baseline=baseline)
-            res = run_one(cfg, train, val, index.class_names)
+            name = "_".join(f"{k}-{v}" for k, v in combo) or "defaults"
+            save = str(Path(args.save_dir) / f"{name}{'_baseline' if baseline else ''}.keras") if args.save_dir else None
+            res = run_one(cfg, train, val, index.class_names, save=save)
             rec = {"settings": dict(combo), "baseline": baseline, **res}
             print(json.dumps(rec), flush=True)
             if args.json:

@@ -13,11 +13,11 @@ python3 -c "from training.synthetic import make_embedded_dataset; print(make_emb
 echo "embedded dataset: $(( $(date +%s) - start )) s"
 i=0
 while read -r line; do
-  i=$((i+1))
-  timeout $(( ${LIMIT:-540} - ($(date +%s) - start) )) python3 scripts/sweep.py --json $OUT/r$i.jsonl $line > $OUT/log$i.txt 2>&1 &
+  i=$((i+1)); line=${line//\$OUT/$OUT}
+  timeout $(( ${LIMIT:-540} - ($(date +%s) - start) )) python3 scripts/sweep.py --json $OUT/part$i.jsonl $line > $OUT/log$i.txt 2>&1 &
 done < "$1"
 wait
-cat $OUT/r*.jsonl > $OUT/results.jsonl 2>/dev/null; rm -f $OUT/r*.jsonl
+cat $OUT/part*.jsonl > $OUT/results.jsonl 2>/dev/null; rm -f $OUT/part*.jsonl
 for f in $OUT/log*.txt; do echo "== $f"; grep -v "^WARNING\|^I0000\|^W0000\|^E0000" $f | tail -3; done
 rm -f $OUT/log*.txt
 echo "total $(( $(date +%s) - start )) s"
