@@ -1,13 +1,16 @@
 """Region-weighted thresholds in the runtime, measured on labelled videos.
 
     python scripts/region_eval.py --model runs/headline2/delta/model.keras [--videos 280] [--frames 16]
-        [--lambdas 2,4,9] [--json OUT]
+        [--lambdas 2,4,9] [--match] [--json OUT]
 
 Runs the delta engine over the first ``--frames`` frames (at the model's stride) of each
 validation video of the embedded dataset: plain thresholds, then ``set_region("motion", lam)``
-for each lambda, and the same engine in dense mode as the reference. Reports per setting:
-clip accuracy (mean of per-frame logits), executed MAC density (frames t >= 1), the per-frame
-top-1 agreement and logit MSE against the dense network.
+for each lambda, and the same engine in dense mode as the reference. ``--match`` also runs
+each lambda with a global threshold gain (``set_region(..., gain=g)``) found by bisection so
+that its MAC density equals the plain engine's on the first ``--match-videos`` videos: the
+region at equal cost. Reports per setting: clip accuracy (mean of per-frame logits), MAC
+density (executed / dense, frames t >= 1), per-frame top-1 agreement and logit MSE against
+the dense network.
 """
 
 from __future__ import annotations
@@ -25,12 +28,28 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def evaluate(engine, clips, refs, labels) -> dict:
+    acc, agree, mse, macs, dense = [], [], [], 0, 0
+    for clip, ref, label in zip(clips, refs, labels):
+        engine.reset()  # keeps the region; the motion prior restarts from the next frame
+        logits, stats = engine.run(clip)
+        acc.append(int(logits.mean(0).argmax() == label))
+        agree.append(float(np.mean(logits.argmax(1) == ref.argmax(1))))
+        mse.append(float(np.mean((logits - ref) ** 2)))
+        macs += sum(s.macs for s in stats[1:])
+        dense += int(engine.dense_macs.sum()) * (len(clip) - 1)
+    return {"clip_accuracy": float(np.mean(acc)), "mac_density": macs / dense,
+            "frame_top1_agreement": float(np.mean(agree)), "logit_mse": float(np.mean(mse))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--videos", type=int, default=280)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--lambdas", default="2,4,9")
+    p.add_argument("--match", action="store_true", help="also each lambda at the plain engine's MAC density")
+    p.add_argument("--match-videos", type=int, default=40)
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
@@ -44,38 +63,34 @@ def main() -> None:
     index = load_dataset_index(str(make_embedded_dataset(seed=0)))
     videos = index.val[: args.videos]
     h, w, _ = engine.input_shape
-    settings = [("plain", None)] + [(f"motion, lambda {lam:g}", float(lam)) for lam in map(float, args.lambdas.split(","))]
-    dense = engine.clone(mode="dense")
-    engines = {}
-    for name, lam in settings:
-        e = engine.clone()
-        if lam is not None:
-            e.set_region("motion", lam=lam)
-        engines[name] = e
-    acc = {n: [] for n, _ in settings}
-    agree = {n: [] for n, _ in settings}
-    mse = {n: [] for n, _ in settings}
-    macs = {n: 0 for n, _ in settings}
-    dense_macs = 0
     t0 = time.time()
-    for path, label in videos:
-        clip = read_clip(path, args.frames, stride, (h, w))
-        ref, _ = dense.run(clip)
+    clips = [read_clip(path, args.frames, stride, (h, w)) for path, _ in videos]
+    labels = [label for _, label in videos]
+    dense = engine.clone(mode="dense")
+    refs = []
+    for clip in clips:
         dense.reset()
-        dense_macs += int(engine.dense_macs.sum()) * (len(clip) - 1)
-        for name, e in engines.items():
-            logits, stats = e.run(clip)
-            e.reset()  # keeps the region; the motion prior restarts from the next frame
-            acc[name].append(int(logits.mean(0).argmax() == label))
-            agree[name].append(float(np.mean(logits.argmax(1) == ref.argmax(1))))
-            mse[name].append(float(np.mean((logits - ref) ** 2)))
-            macs[name] += sum(s.macs for s in stats[1:])
-    rows = []
-    for name, _ in settings:
-        rows.append({
-            "setting": name, "clip_accuracy": float(np.mean(acc[name])), "mac_density": macs[name] / dense_macs,
-            "frame_top1_agreement": float(np.mean(agree[name])), "logit_mse": float(np.mean(mse[name])),
-        })
+        refs.append(dense.run(clip)[0])
+
+    rows = [{"setting": "plain", **evaluate(engine.clone(), clips, refs, labels)}]
+    k = args.match_videos
+    plain_sub = evaluate(engine.clone(), clips[:k], refs[:k], labels[:k])["mac_density"]
+    for lam in (float(v) for v in args.lambdas.split(",")):
+        e = engine.clone()
+        e.set_region("motion", lam=lam)
+        rows.append({"setting": f"motion, lambda {lam:g}", **evaluate(e, clips, refs, labels)})
+        if not args.match:
+            continue
+        lo, hi = 1.0, 1.0 + lam  # gain 1 + lam is at least as sparse as plain everywhere
+        for _ in range(8):  # bisection on the gain: density falls as the gain rises
+            g = (lo * hi) ** 0.5
+            e.set_region("motion", lam=lam, gain=g)
+            if evaluate(e, clips[:k], refs[:k], labels[:k])["mac_density"] > plain_sub:
+                lo = g
+            else:
+                hi = g
+        e.set_region("motion", lam=lam, gain=hi)
+        rows.append({"setting": f"motion, lambda {lam:g}, gain {hi:.3g} (matched)", **evaluate(e, clips, refs, labels)})
     print(f"{len(videos)} validation videos x {args.frames} frames (stride {stride}), {time.time() - t0:.0f} s")
     print("| setting | clip accuracy | MAC density | frame top-1 agreement with dense | logit MSE vs dense |")
     print("| --- | --- | --- | --- | --- |")

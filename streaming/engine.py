@@ -147,6 +147,7 @@ class DeltaEngine:
         self.threads = int(threads) if threads is not None else None
         self._region = None  # None, "static" or "motion"
         self._region_lam = 0.0
+        self._region_gain = 1.0
         self._prev_input = None
         if threads is not None:
             import numba
@@ -332,8 +333,8 @@ class DeltaEngine:
 
     # --- region-weighted thresholds ------------------------------------------------------------
 
-    def set_region(self, prior, lam: float = 4.0) -> None:
-        """Region-weighted thresholds: ``theta[c] / (1 + lam * P)`` in every threshold-mode encoder.
+    def set_region(self, prior, lam: float = 4.0, gain: float = 1.0) -> None:
+        """Region-weighted thresholds: ``gain * theta[c] / (1 + lam * P)`` in every threshold-mode encoder.
 
         Args:
             prior: ``None`` (plain thresholds again), ``"motion"`` (``P`` = the input's
@@ -341,6 +342,8 @@ class DeltaEngine:
                 ``(H, W)`` array in ``[0, 1]`` at any resolution (e.g.
                 ``streaming.region.roi_prior``), resized to each encoder's resolution.
             lam: strength ``lambda >= 0``. Defaults to 4 (thresholds down to 1/5 where ``P = 1``).
+            gain: a factor on every threshold (> 0), e.g. to spend the MACs the region adds
+                elsewhere (compare at equal MAC density). Defaults to 1.
 
         Only pixels whose input changed are re-examined by an encoder, so with a prior that
         changes over time a pixel whose threshold dropped fires when its input next changes.
@@ -350,9 +353,12 @@ class DeltaEngine:
             raise ValueError("set_region needs mode='delta' (dense mode transmits everything)")
         if prior is not None and not encoders:
             raise ValueError("set_region: the model has no threshold-mode delta layers")
-        lam = float(lam)
+        lam, gain = float(lam), float(gain)
         if not (np.isfinite(lam) and lam >= 0):
             raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
+        if not (np.isfinite(gain) and gain > 0):
+            raise ValueError(f"gain must be finite and > 0, got {gain!r}")
+        self._region_gain = gain
         if prior is None:
             self._region = None
             for r in encoders:
@@ -379,6 +385,8 @@ class DeltaEngine:
                 hw = r.out.shape[:2]
                 if hw not in cache:
                     cache[hw] = pixel_scales(prior, self._region_lam, hw)
+                    if self._region_gain != 1.0:
+                        cache[hw] *= np.float32(self._region_gain)
                 r.scale[...] = cache[hw]
                 r.scaled = True
 

@@ -106,3 +106,16 @@ def test_worker_stats_in_frame_stats(plan):
     assert any(s.worker_max.sum() > 0 for s in stats[1:])
     _, plain = DeltaEngine(plan).run(frames[:3])
     assert plain[2].worker_max is None and plain[2].worker_imbalance is None
+
+
+def test_gain_scales_every_threshold(plan):
+    frames = static_camera_frames(15, seed=8)
+    _, plain = DeltaEngine(plan).run(frames)
+    engine = DeltaEngine(plan)
+    engine.set_region(np.zeros((8, 8), np.float32), lam=4.0, gain=3.0)  # no region, thresholds x3
+    _, coarse = engine.run(frames)
+    assert sum(s.nonzero_deltas.sum() for s in coarse[1:]) < sum(s.nonzero_deltas.sum() for s in plain[1:])
+    first = next(r for r in engine._steps if isinstance(r, _EncodeRunner))
+    np.testing.assert_array_equal(first.scale, np.float32(3.0))
+    with pytest.raises(ValueError, match="gain"):
+        engine.set_region(_roi(), gain=0.0)
