@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import numpy as np
@@ -134,20 +133,6 @@ def test_skip_counter_is_thread_safe():
 
 
 # --------------------------------------------------------------------------- TFDS (mocked, offline)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access refused by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    yield attempts
-    assert attempts == [], f"network access attempted: {attempts}"
 
 
 def test_mocked_tfds_ucf101_is_what_we_expect(no_network):

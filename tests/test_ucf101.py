@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -182,21 +181,6 @@ def test_class_folder_split_does_not_depend_on_the_root_location(folders, tmp_pa
 
 
 # --------------------------------------------------------------------------- TFDS
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Refuse network connections, and fail the test if any was attempted (even if swallowed)."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access refused by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    yield attempts
-    assert attempts == [], f"network access attempted: {attempts}"
 
 
 def test_tfds_index_takes_class_names_from_the_builder(no_network):
