@@ -121,6 +121,8 @@ class DeltaEngine:
     varying threshold ``theta[c] / (1 + lam * P(x, y))`` with ``P`` a prior in ``[0, 1]``: a
     fixed region of interest, or ``"motion"`` (the input's frame difference, recomputed every
     frame). This departs from the Keras model on purpose (more updates where it matters).
+    Like ``worker_stats``, the motion prior costs Python time and allocations per frame; the
+    default engine allocates nothing per frame.
     """
 
     def __init__(
@@ -264,7 +266,7 @@ class DeltaEngine:
         if self._region == "motion":
             from streaming.region import motion_prior
 
-            self._apply_prior(motion_prior(frame, self._prev_input))
+            self._set_scales(self._scales(motion_prior(frame, self._prev_input), self._region_lam, self._region_gain))
             self._prev_input = frame.copy()
         self._nnz[:] = 0
         self._macs[:] = 0
@@ -358,36 +360,40 @@ class DeltaEngine:
             raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
         if not (np.isfinite(gain) and gain > 0):
             raise ValueError(f"gain must be finite and > 0, got {gain!r}")
-        self._region_gain = gain
+        if isinstance(prior, str) and prior != "motion":
+            raise ValueError(f"prior must be None, 'motion' or an (H, W) array, got {prior!r}")
         if prior is None:
-            self._region = None
             for r in encoders:
                 r.scale[...] = 1.0
                 r.scaled = False
-        elif isinstance(prior, str):
-            if prior != "motion":
-                raise ValueError(f"prior must be None, 'motion' or an (H, W) array, got {prior!r}")
-            self._region, self._region_lam = "motion", lam
-            self._prev_input = None
-            self._apply_prior(np.zeros(self.input_shape[:2], np.float32))
+            self._region = None
         else:
-            self._region, self._region_lam = "static", lam
-            self._apply_prior(prior)
+            static = not isinstance(prior, str)
+            # scales first (a bad prior raises here), then the engine's state
+            scales = self._scales(prior if static else np.zeros(self.input_shape[:2], np.float32), lam, gain)
+            self._region, self._region_lam, self._region_gain = ("static" if static else "motion"), lam, gain
+            self._prev_input = None
+            self._set_scales(scales)
         if self._compiled is not None:
             self._compiled.refresh_encoders()
 
-    def _apply_prior(self, prior) -> None:
+    def _scales(self, prior, lam: float, gain: float) -> dict:
+        """``gain / (1 + lam * P)`` at every threshold encoder's resolution: ``{(h, w): (h*w,) float32}``."""
         from streaming.region import pixel_scales
 
-        cache = {}
+        out = {}
+        for r in self._steps:
+            if isinstance(r, _EncodeRunner) and r.scale is not None and r.out.shape[:2] not in out:
+                hw = r.out.shape[:2]
+                out[hw] = pixel_scales(prior, lam, hw)
+                if gain != 1.0:
+                    out[hw] *= np.float32(gain)
+        return out
+
+    def _set_scales(self, scales: dict) -> None:
         for r in self._steps:
             if isinstance(r, _EncodeRunner) and r.scale is not None:
-                hw = r.out.shape[:2]
-                if hw not in cache:
-                    cache[hw] = pixel_scales(prior, self._region_lam, hw)
-                    if self._region_gain != 1.0:
-                        cache[hw] *= np.float32(self._region_gain)
-                r.scale[...] = cache[hw]
+                r.scale[...] = scales[r.out.shape[:2]]
                 r.scaled = True
 
     def run(self, frames) -> tuple[np.ndarray, list[FrameStats]]:

@@ -85,6 +85,8 @@ def test_set_region_rejects_bad_use(plan):
         engine.set_region(_roi(), lam=-1)
     with pytest.raises(ValueError, match="prior"):
         engine.set_region(np.ones((4,), np.float32))
+    # a refused call changes nothing: still the plain encoders
+    assert not any(r.scaled for r in engine._steps if isinstance(r, _EncodeRunner)) and engine._region is None
     quantized = to_plan(deltanet.build_model(3, arch="tiny", size=32, mode="quantize"))
     with pytest.raises(ValueError, match="no threshold-mode"):
         DeltaEngine(quantized).set_region(_roi())
