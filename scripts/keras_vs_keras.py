@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def _child(model: str, source: str, frames: int, out: str) -> None:
-    sys.path.insert(0, str(ROOT))
     from training.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -41,7 +42,9 @@ def _child(model: str, source: str, frames: int, out: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from training.cli import ArgumentParser
+
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--source", required=True)
     p.add_argument("--frames", type=int, default=300)

@@ -15,7 +15,6 @@ the dense network.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -43,7 +42,9 @@ def evaluate(engine, clips, refs, labels) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from training.cli import ArgumentParser
+
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--videos", type=int, default=280)
     p.add_argument("--frames", type=int, default=16)

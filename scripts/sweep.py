@@ -17,7 +17,6 @@ cross product.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -96,7 +95,9 @@ def run_one(cfg, train, val, class_names, seed_offset=0, save=None):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description="sweep training.fit settings on in-memory embedded clips")
+    from training.cli import ArgumentParser
+
+    p = ArgumentParser(description="sweep training.fit settings on in-memory embedded clips")
     p.add_argument("--grid", action="append", default=[], help="FIELD=v1,v2,... (FitConfig field)")
     p.add_argument("--baseline-too", action="store_true", help="also train each configuration with --baseline")
     p.add_argument("--json", help="append one JSON line per run here")
@@ -118,9 +119,10 @@ def main() -> None:
         conv = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
         axes.append([(key, conv(v)) for v in values.split(",")])
     index = load_dataset_index(str(make_embedded_dataset(seed=0)), seed=base.seed)
-    size = base.size
-    for combo in itertools.product(*axes) if axes else [()]:
-        size = dict(combo).get("size", size)
+    sizes = {dict(combo).get("size", base.size) for combo in itertools.product(*axes)} if axes else {base.size}
+    if len(sizes) > 1:
+        p.error(f"--grid size: one size per sweep (the videos are loaded once), got {sorted(sizes)}")
+    (size,) = sizes
     t0 = time.time()
     train = load_videos(index.train, size)
     val = load_videos(index.val, size)
