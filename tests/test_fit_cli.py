@@ -25,9 +25,9 @@ def _env():
     return env
 
 
-def _fit(*args, timeout=300):
+def _fit(*args, timeout=300, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "training.fit", *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "training.fit", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -43,9 +43,11 @@ def test_fit_end_to_end_writes_model_history_metrics(tiny_ucf, tmp_path):
     r = _fit("--data", str(tiny_ucf), "--epochs", "2", "--out", str(out), *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("val_accuracy", "mac_density", "layers", "seconds", "config"):
+    for key in ("val_accuracy", "test_accuracy", "test_mac_density", "mac_density", "layers", "seconds", "config"):
         assert key in metrics
-    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    # the fake tree's split 1 tests on g01; of the training groups 2, 3, 8, 9 one is carved out for val
+    assert (metrics["train_videos"], metrics["val_videos"], metrics["test_videos"]) == (18, 6, 6)
     assert 0.0 <= metrics["mac_density"] <= 1.0
     assert metrics["config"]["arch"] == "tiny" and metrics["classes"][1] == "HandstandPushups"
     assert {"name", "macs", "temporal_density", "spatial_density"} <= set(metrics["layers"][0])
@@ -93,10 +95,17 @@ def test_resume_after_a_killed_run(tiny_ucf, tmp_path):
         (["--data", "/nonexistent/data/root"], "/nonexistent/data/root"),
         (["--resume", "--out", "/nonexistent/run"], "no checkpoint"),
         (["--init", "/nonexistent/model.keras"], "no such model file"),
+        # a bad --data is reported as such even where --out already holds a run (the README's
+        # order: the quick start writes runs/fit, then the tests run in the same checkout)
+        (["--data", "/nonexistent/data/root", "--out", "HOLDS_A_RUN"], "/nonexistent/data/root"),
     ],
 )
-def test_bad_arguments_one_line_exit_2(args, message):
-    r = _fit(*args, timeout=120)
+def test_bad_arguments_one_line_exit_2(args, message, tmp_path):
+    if "HOLDS_A_RUN" in args:
+        (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+        (tmp_path / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "config": {}}')
+        args = [str(tmp_path / "run") if a == "HOLDS_A_RUN" else a for a in args]
+    r = _fit(*args, timeout=120, cwd=tmp_path)
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr

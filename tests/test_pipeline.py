@@ -32,7 +32,7 @@ def fake(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index(fake):
-    return load_ucf101(fake.root, split=1)  # test groups: g01; training: g02, g03
+    return load_ucf101(fake.root, split=1)  # test groups: g01 (clean); training g02, g03, one of them val
 
 
 def _all(ds):
@@ -41,28 +41,29 @@ def _all(ds):
 
 
 def test_element_spec_is_static_uint8_clips_and_int32_labels(index):
-    ds = make_clip_dataset(index.val, frames=T, stride=STRIDE, size=SIZE, batch_size=4, training=False)
+    ds = make_clip_dataset(index.test, frames=T, stride=STRIDE, size=SIZE, batch_size=4, training=False)
     clip_spec, label_spec = ds.element_spec
     assert clip_spec.shape.as_list() == [None, T, *SIZE, 3] and clip_spec.dtype == tf.uint8
     assert label_spec.shape.as_list() == [None] and label_spec.dtype == tf.int32
     clips, labels = _all(ds)
-    assert clips.shape == (len(index.val), T, *SIZE, 3) and labels.dtype == np.int32
+    assert clips.shape == (len(index.test), T, *SIZE, 3) and labels.dtype == np.int32
 
 
 def test_clip_content_matches_its_label(index):
     # each fake class is one solid colour: a clip whose label points at the wrong class fails
-    clips, labels = _all(make_clip_dataset(index.val, frames=T, stride=STRIDE, size=SIZE, batch_size=3, training=False))
+    clips, labels = _all(make_clip_dataset(index.test, frames=T, stride=STRIDE, size=SIZE, batch_size=3, training=False))
     for clip, label in zip(clips, labels):
         assert np.abs(clip.reshape(-1, 3).mean(0) - class_color(int(label))).max() < 8
 
 
 def test_corrupt_files_are_skipped_and_counted_not_fatal(index, fake):
     skipped = SkipCounter()
-    ds = make_clip_dataset(index.train, frames=T, stride=STRIDE, size=SIZE, batch_size=4, training=True, seed=1, skipped=skipped)
+    listed = index.train + index.val  # the official training list (g02, g03), with both broken files
+    ds = make_clip_dataset(listed, frames=T, stride=STRIDE, size=SIZE, batch_size=4, training=True, seed=1, skipped=skipped)
     assert ds.skipped is skipped
     for epoch in range(2):
         clips, labels = _all(ds)
-        assert len(labels) == len(index.train) - 2  # the truncated and the zero-frame video
+        assert len(labels) == len(listed) - 2  # the truncated and the zero-frame video
     assert skipped.count == 2 and skipped.events == 4  # two files, counted once each, skipped each epoch
     assert {p.split("/")[-1] for p in skipped.paths} == {"v_YoYo_g02_c01.avi", "v_ApplyEyeMakeup_g03_c02.avi"}
     assert all(path in reason for path, reason in skipped.reasons.items())  # messages name the file
@@ -105,9 +106,9 @@ def test_argument_errors(index):
     with pytest.raises(ValueError, match="empty"):
         make_clip_dataset([], frames=T, stride=1, size=SIZE, batch_size=1, training=False)
     with pytest.raises(ValueError, match="outside \\[0, 2\\)"):
-        make_clip_dataset(index.val, frames=T, stride=1, size=SIZE, batch_size=1, training=False, class_count=2)
+        make_clip_dataset(index.test, frames=T, stride=1, size=SIZE, batch_size=1, training=False, class_count=2)
     with pytest.raises(ValueError, match="size must be"):
-        make_clip_dataset(index.val, frames=T, stride=1, size=(16,), batch_size=1, training=False)
+        make_clip_dataset(index.test, frames=T, stride=1, size=(16,), batch_size=1, training=False)
 
 
 def test_train_val_from_an_index(fake):

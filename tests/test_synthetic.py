@@ -54,8 +54,9 @@ def test_layout_is_exactly_ucf101(tiny):
 def test_the_ucf101_loader_reads_it(tiny):
     index = load_dataset_index(str(tiny), split=1)
     assert index.kind == "ucf101" and index.class_names == list(ALL_CLASSES[:3])
-    assert (len(index.train), len(index.val), index.missing) == (9, 3, [])
-    for path, label in index.train + index.val:
+    # 4 groups: 1 tested, 1 of the other 3 carved out for validation
+    assert (len(index.train), len(index.val), len(index.test), index.missing) == (6, 3, 3, [])
+    for path, label in index.train + index.val + index.test:
         assert Path(path).parent.name == index.class_names[label]
     info = probe(index.train[0][0])
     assert (info.frames, info.height, info.width, info.fps) == (12, 64, 64, 25.0)
@@ -165,7 +166,7 @@ def test_interrupted_generation_is_regenerated(tmp_path):
     make_embedded_dataset(tmp_path / "emb", progress=False, **TINY)
     assert victim.read_bytes() == good
     assert read_manifest(root)["params"]["videos_per_class"] == 4
-    assert len(load_ucf101(root, split=1).train) == 9
+    assert len(load_ucf101(root, split=1).train) == 6  # 4 groups: 1 test, 1 val, 2 train
 
 
 def test_other_parameters_regenerate(tmp_path):

@@ -136,7 +136,7 @@ def load_data(cfg: FitConfig):
         from training.synthetic import make_embedded_dataset
 
         data = str(make_embedded_dataset(seed=0))
-    index = load_dataset_index(data, split=cfg.split, seed=cfg.seed)
+    index = load_dataset_index(data, split=cfg.split)  # the split never depends on the training seed
     skipped = SkipCounter()
     train, val = make_train_val_datasets(
         index,
@@ -357,12 +357,17 @@ def finish(model, cfg: FitConfig, index, val_ds, skipped, out: Path, started: fl
     _log("evaluating on the validation clips ...")
     results = model.evaluate(val_ds, verbose=0, return_dict=True)
     measured = measure_model(model, val_ds, max_batches=cfg.eval_batches)
+    test = _evaluate_test(model, cfg, index)
     layers = [
         {k: rec[k] for k in ("name", "type", "macs", "temporal_density", "spatial_density")} for rec in measured["layers"]
     ]
     metrics = {
         "val_accuracy": float(results["accuracy"]),
         "val_loss": float(results["loss"]),
+        # the held-out test split: reported only, never used for a choice (training.evaluate
+        # measures it in more ways, including frame by frame through the engine)
+        "test_accuracy": test["accuracy"],
+        "test_mac_density": test["mac_density"],
         "mac_density": measured["mac_density"],
         "temporal_mac_density": measured["temporal_mac_density"],
         "spatial_mac_density": measured["spatial_mac_density"],
@@ -372,18 +377,35 @@ def finish(model, cfg: FitConfig, index, val_ds, skipped, out: Path, started: fl
         "classes": index.class_names,
         "train_videos": len(index.train),
         "val_videos": len(index.val),
+        "test_videos": len(index.test) if index.kind != "tfds" else None,
         "skipped_videos": skipped.count,
         "seconds": round(time.time() - started, 1),
         "config": asdict(cfg),
     }
     _atomic_save_model(model, out / "model.keras")
     _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    test_txt = f"  test_accuracy {test['accuracy']:.3f}" if test["accuracy"] is not None else ""
     _log(
-        f"val_accuracy {metrics['val_accuracy']:.3f}  mac_density {metrics['mac_density']:.4f}  "
+        f"val_accuracy {metrics['val_accuracy']:.3f}{test_txt}  mac_density {metrics['mac_density']:.4f}  "
         f"({'baseline: non-zero activations' if cfg.baseline else 'delta: non-zero deltas, frames t>=1'})  "
         f"{metrics['seconds']:.0f}s -> {out / 'model.keras'}"
     )
     return metrics
+
+
+def _evaluate_test(model, cfg: FitConfig, index) -> dict:
+    """Accuracy and MAC density on the test split (``None``s where the source has none)."""
+    from deltanet.measure import measure_model
+    from training.pipeline import make_subset_dataset
+
+    if index.kind != "tfds" and not index.test:
+        return {"accuracy": None, "mac_density": None}
+    _log("evaluating on the test clips ...")
+    ds = make_subset_dataset(index, "test", frames=cfg.frames, stride=cfg.stride, size=(cfg.size, cfg.size),
+                             batch_size=cfg.batch_size, seed=cfg.seed)
+    results = model.evaluate(ds, verbose=0, return_dict=True)
+    measured = measure_model(model, ds, max_batches=cfg.eval_batches)
+    return {"accuracy": float(results["accuracy"]), "mac_density": measured["mac_density"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         shift_fraction=args.shift_fraction,
         distribute=args.distribute,  # [distribute]
     )
+    if cfg.data != "embedded" and not cfg.data.startswith("tfds:") and not Path(cfg.data).expanduser().exists():
+        # checked before --out, so a bad --data is reported as such even where --out already holds a run
+        return fail(parser.prog, f"--data: {cfg.data!r} does not exist (expected 'embedded', a UCF101 root, a "
+                                 "<class>/<video> folder or tfds:NAME)")
     if cfg.init and not Path(cfg.init).is_file():
         return fail(parser.prog, f"--init: no such model file: {cfg.init}")
     if cfg.arch.endswith(".keras") and not Path(cfg.arch).is_file():

@@ -10,7 +10,8 @@ Two sources, one element spec:
   encoded frames are kept encoded (``SkipDecoding``) and only the sampled clip frames are
   decoded, instead of the whole video TFDS would otherwise decode.
 
-:func:`make_train_val_datasets` builds both splits from a ``DatasetIndex``.
+:func:`make_subset_dataset` builds one subset (train / val / test) of a ``DatasetIndex``,
+:func:`make_train_val_datasets` the two that training uses.
 
 Clips are uint8 (the model rescales with a ``Rescaling`` layer) with static shape
 ``(None, T, H, W, 3)``. Training clips start at a random frame (seeded, different every
@@ -364,6 +365,41 @@ def make_tfds_dataset(
     return _with_counter(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE), counter)
 
 
+def make_subset_dataset(
+    index: DatasetIndex,
+    subset: str,
+    *,
+    frames: int,
+    stride: int,
+    size: Sequence[int],
+    batch_size: int,
+    training: bool = False,
+    seed: int = 0,
+    skipped: SkipCounter | None = None,
+    **kwargs,
+) -> tf.data.Dataset:
+    """The clips of one subset (``"train"``, ``"val"`` or ``"test"``) of any index kind.
+
+    File-based kinds use :func:`make_clip_dataset` on ``index.subset(subset)``; ``"tfds"``
+    uses :func:`make_tfds_dataset` on the matching entry of ``index.tfds_splits``. Extra
+    keyword arguments go to the underlying function (e.g. ``pad``, ``cache``, ``data_dir``).
+    """
+    from training.ucf101 import SUBSETS
+
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+    common = dict(frames=frames, stride=stride, size=size, batch_size=batch_size, seed=seed, training=training,
+                  class_count=index.num_classes, skipped=skipped, **kwargs)
+    if index.kind == "tfds":
+        name = resolve_tfds_name(index.tfds_name or "")
+        splits = dict(zip(SUBSETS, index.tfds_splits or ("train[:80%]", "train[80%:]", "test")))
+        return make_tfds_dataset(name, splits[subset], **common)
+    videos = index.subset(subset)
+    if not videos:
+        raise ValueError(f"{index.describe()}: no {subset} videos")
+    return make_clip_dataset(videos, **common)
+
+
 def make_train_val_datasets(
     index: DatasetIndex,
     *,
@@ -375,34 +411,10 @@ def make_train_val_datasets(
     skipped: SkipCounter | None = None,
     **kwargs,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """``(train, val)`` datasets for any :class:`~training.ucf101.DatasetIndex` kind.
-
-    File-based kinds use :func:`make_clip_dataset` on ``index.train`` / ``index.val``;
-    ``"tfds"`` uses :func:`make_tfds_dataset` on ``index.tfds_splits``. Extra keyword
-    arguments go to the underlying function (e.g. ``pad``, ``cache``, ``data_dir``).
-    Both datasets report to the same ``skipped`` counter (made here when None).
-    """
+    """``(train, val)`` datasets (:func:`make_subset_dataset`) sharing one ``skipped`` counter."""
     skipped = skipped if skipped is not None else SkipCounter()
-    common = dict(
-        frames=frames,
-        stride=stride,
-        size=size,
-        batch_size=batch_size,
-        seed=seed,
-        class_count=index.num_classes,
-        skipped=skipped,
-        **kwargs,
-    )
-    if index.kind == "tfds":
-        name = resolve_tfds_name(index.tfds_name or "")
-        train_split, val_split = index.tfds_splits or ("train", "test")
-        return (
-            make_tfds_dataset(name, train_split, training=True, **common),
-            make_tfds_dataset(name, val_split, training=False, **common),
-        )
-    if not index.val:
-        raise ValueError(f"{index.describe()}: no validation videos")
+    common = dict(frames=frames, stride=stride, size=size, batch_size=batch_size, seed=seed, skipped=skipped, **kwargs)
     return (
-        make_clip_dataset(index.train, training=True, **common),
-        make_clip_dataset(index.val, training=False, **common),
+        make_subset_dataset(index, "train", training=True, **common),
+        make_subset_dataset(index, "val", training=False, **common),
     )

@@ -37,7 +37,9 @@ Layout (exactly UCF101's, so ``training.ucf101.load_ucf101`` is what reads it)::
     ROOT/manifest.json                             (written last: marks a complete dataset)
 
 Videos are numbered in groups like UCF101 (``gXX``, clips ``cYY``), and test groups never
-appear in training: split N tests on the N-th block of 28% of the groups (with the
+appear in training (``training.ucf101.load_ucf101`` carves the validation groups out of the
+training list, so train / val / test are disjoint by group): split N tests on the N-th
+block of 28% of the groups (with the
 default 25 groups: g01-g07, g08-g14, g15-g21, as in UCF101). The look of a video
 (background texture, object shape, colour, size) is drawn from its ``(group, clip)``
 number alone, so clip ``gXX_cYY`` of every class has the same look and a different

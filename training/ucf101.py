@@ -1,7 +1,12 @@
 """Where the videos are: UCF101 (official layout), class-folder trees and TFDS names.
 
 Everything is turned into one :class:`DatasetIndex` (class names + ``(path, label)``
-lists for training and validation) by :func:`load_dataset_index`. TensorFlow Datasets
+lists for training, validation and test) by :func:`load_dataset_index`.
+
+Three splits, disjoint by video and by *group* (UCF101's ``gXX``: clips of one group share
+actor, background and viewpoint, so a group in two splits leaks near-duplicates):
+``train`` is what the model learns from, ``val`` is what every choice is made on
+(checkpoints, hyper-parameters, calibration targets), ``test`` is only ever reported. TensorFlow Datasets
 sources carry only their name and class names here (TFDS yields decoded examples, not
 files); ``training.pipeline.make_train_val_datasets`` builds the data for both kinds.
 
@@ -20,9 +25,10 @@ A UCF101 root, any of
     * ``ROOT`` = the folder holding the class folders, with ``ucfTrainTestlist/`` inside
       it or beside it (in its parent).
     ``ucfTrainTestlist`` must hold ``classInd.txt``, ``trainlist0N.txt`` and
-    ``testlist0N.txt``. Labels are 0-based (``classInd.txt`` is 1-based). The official test
-    list of the split is used as the validation set (UCF101 has no separate validation
-    split). List entries are matched to files case-insensitively, which also finds the
+    ``testlist0N.txt``. Labels are 0-based (``classInd.txt`` is 1-based). ``test`` is the
+    official test list of the split; ``val`` is carved from the official train list by whole
+    groups (group numbers chosen by a fixed hash of the split number, the same groups in
+    every class, so no group straddles train and val; see :func:`carve_val_groups`). List entries are matched to files case-insensitively, which also finds the
     ``HandstandPushups`` class stored on disk as ``HandStandPushups``. Listed files that
     do not exist are skipped, counted in :attr:`DatasetIndex.missing` and warned about.
 A class-folder root
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +53,11 @@ VIDEO_DIR_NAMES = ("UCF-101", "UCF101")
 LISTS_DIR_NAME = "ucfTrainTestlist"
 UCF101_SPLITS = (1, 2, 3)
 KINDS = ("ucf101", "folders", "tfds")
+SUBSETS = ("train", "val", "test")
+#: fraction of the groups (or videos, where there are no groups) held out for validation / test
+VAL_FRACTION = 0.2
+TEST_FRACTION = 0.2
+_GROUP = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
 class DataError(ValueError):
@@ -60,14 +72,15 @@ class DatasetIndex:
     ----------
     class_names
         Class ``i`` is ``class_names[i]``.
-    train, val
+    train, val, test
         ``(absolute video path, 0-based label)``; empty for ``kind == "tfds"``.
     kind
         ``"ucf101"``, ``"folders"`` or ``"tfds"``.
     tfds_name
         The TFDS name (``kind == "tfds"`` only), e.g. ``"ucf101/ucf101_1_256"``.
     tfds_splits
-        ``(train split, validation split)`` names for TFDS, e.g. ``("train", "test")``.
+        ``(train, validation, test)`` split specs for TFDS, e.g.
+        ``("train[:80%]", "train[80%:]", "test")``.
     root
         The folder the videos were found under (``None`` for TFDS).
     split
@@ -85,6 +98,13 @@ class DatasetIndex:
     root: Path | None = None
     split: int | None = None
     missing: list[str] = field(default_factory=list)
+    test: list[tuple[str, int]] = field(default_factory=list)
+
+    def subset(self, name: str) -> list[tuple[str, int]]:
+        """The ``(path, label)`` list of ``"train"``, ``"val"`` or ``"test"``."""
+        if name not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS}, got {name!r}")
+        return getattr(self, name)
 
     @property
     def num_classes(self) -> int:
@@ -96,7 +116,8 @@ class DatasetIndex:
             return f"tfds {self.tfds_name} ({self.num_classes} classes, splits {self.tfds_splits})"
         extra = f", {len(self.missing)} listed videos missing" if self.missing else ""
         where = f"{self.kind} at {self.root}" + (f" split {self.split}" if self.split else "")
-        return f"{where}: {self.num_classes} classes, {len(self.train)} train / {len(self.val)} val videos{extra}"
+        return (f"{where}: {self.num_classes} classes, {len(self.train)} train / {len(self.val)} val / "
+                f"{len(self.test)} test videos{extra}")
 
 
 # --------------------------------------------------------------------------- UCF101
@@ -175,11 +196,12 @@ class _CaseInsensitiveTree:
         return self._files[folder.name].get(parts[1].lower())
 
 
-def load_ucf101(root: str | os.PathLike, split: int = 1) -> DatasetIndex:
+def load_ucf101(root: str | os.PathLike, split: int = 1, val_fraction: float = VAL_FRACTION) -> DatasetIndex:
     """Index UCF101 (official layout, see the module docstring) for ``split`` 1-3.
 
-    ``train`` is ``trainlist0{split}.txt``, ``val`` is ``testlist0{split}.txt``; labels are the
-    0-based position in ``classInd.txt`` of the entry's class folder.
+    ``test`` is ``testlist0{split}.txt``; ``train`` and ``val`` are ``trainlist0{split}.txt``
+    divided by whole groups (:func:`carve_val_groups`); labels are the 0-based position in
+    ``classInd.txt`` of the entry's class folder.
 
     Raises
     ------
@@ -230,15 +252,48 @@ def load_ucf101(root: str | os.PathLike, split: int = 1) -> DatasetIndex:
             raise DataError(f"{path}: none of the listed videos exist under {str(videos_dir)!r}")
         return out
 
-    train = read_list(f"trainlist0{split}.txt")
-    val = read_list(f"testlist0{split}.txt")
+    listed_train = read_list(f"trainlist0{split}.txt")
+    test = read_list(f"testlist0{split}.txt")
+    train, val = carve_val_groups(listed_train, f"ucf101-split{split}", val_fraction)
     if missing:
         warnings.warn(
             f"UCF101 split {split}: {len(missing)} listed videos do not exist under "
             f"{str(videos_dir)!r} and are skipped (first: {missing[0]!r})",
             stacklevel=2,
         )
-    return DatasetIndex(class_names, train, val, "ucf101", root=videos_dir, split=split, missing=missing)
+    return DatasetIndex(class_names, train, val, "ucf101", root=videos_dir, split=split, missing=missing, test=test)
+
+
+def group_of(path: str) -> int | None:
+    """The UCF101 group number of a video file name (``v_Class_g08_c02.avi`` -> 8), or None."""
+    m = _GROUP.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def carve_val_groups(
+    videos: list[tuple[str, int]], key: str, val_fraction: float = VAL_FRACTION
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Split ``videos`` into ``(train, val)`` by whole group numbers.
+
+    ``round(val_fraction * groups)`` group numbers (at least one when there are two or more)
+    go to validation: those with the lowest ``hash(key, group)``, so the choice is fixed for a
+    given ``key`` (e.g. the UCF101 split) and does not depend on the training seed. A group
+    number is the same group in every class (as UCF101's splits treat it), so it goes to one
+    side in every class. Videos whose name carries no group go by a hash of their path.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    groups = sorted({g for p, _ in videos if (g := group_of(p)) is not None})
+    n_val = int(round(val_fraction * len(groups)))
+    if val_fraction > 0 and len(groups) >= 2:
+        n_val = max(1, min(n_val, len(groups) - 1))
+    val_groups = set(sorted(groups, key=lambda g: _unit_hash(key, "group", g))[:n_val])
+    train, val = [], []
+    for path, label in videos:
+        g = group_of(path)
+        held = g in val_groups if g is not None else _unit_hash(key, "video", Path(path).name) < val_fraction
+        (val if held else train).append((path, label))
+    return train, val
 
 
 # --------------------------------------------------------------------------- class folders
@@ -250,21 +305,48 @@ def _unit_hash(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def load_class_folders(root: str | os.PathLike, seed: int = 0, val_fraction: float = 0.2) -> DatasetIndex:
-    """Index ``ROOT/<class>/<videos>`` and split it deterministically.
+def _quota_split(keys: list, fractions: tuple[float, float]) -> tuple[set, set]:
+    """``(test keys, val keys)``: the lowest-hash ``round(f * n)`` keys for each fraction, in
+    that order, keeping at least one key for training and, where there are enough keys
+    (3 for both, 2 for validation only), at least one for each held-out part."""
+    n = len(keys)
+    test_f, val_f = fractions
+    n_test = int(round(test_f * n))
+    n_val = int(round(val_f * n))
+    if test_f > 0 and n >= 3:
+        n_test = max(1, n_test)
+    if val_f > 0 and n >= 2:
+        n_val = max(1, n_val)
+    while n_test + n_val > n - 1 and (n_test or n_val):  # keep one for training
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return set(keys[:n_test]), set(keys[n_test:n_test + n_val])
 
-    A video goes to validation when the hash of ``(seed, class, its path inside the class
-    folder)`` falls below ``val_fraction``. Every class keeps at least one training video
-    (the highest hash; a class of one video is training only), and when ``val_fraction > 0``
-    every class with >= 2 videos gets at least one validation video (the lowest hash).
+
+def load_class_folders(
+    root: str | os.PathLike, seed: int = 0, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION
+) -> DatasetIndex:
+    """Index ``ROOT/<class>/<videos>`` and split it three ways, deterministically, by group.
+
+    Videos named like UCF101 (``..._gXX_cYY...``) are split by group number across all classes
+    (the ``round(test_fraction * groups)`` numbers with the lowest ``hash(seed, group)`` go to
+    test, the next ``round(val_fraction * groups)`` to validation, the rest to training).
+    Other videos are split per class the same way on ``hash(seed, class, path inside the
+    class folder)``: every class keeps at least one training video, and a class of >= 2
+    (>= 3) such videos gets at least one validation (and test) video.
 
     Raises
     ------
     DataError
         ``root`` is not a folder, or no sub-folder holds a video file.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {f!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction!r}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"class-folder root {str(root)!r} is not a directory")
@@ -281,18 +363,24 @@ def load_class_folders(root: str | os.PathLike, seed: int = 0, val_fraction: flo
         )
     if empty:
         warnings.warn(f"class folders without videos ignored under {str(root)!r}: {empty}", stacklevel=2)
-    train: list[tuple[str, int]] = []
-    val: list[tuple[str, int]] = []
+    fractions = (test_fraction, val_fraction)
+    groups = sorted({g for _, vids in classes for v in vids if (g := group_of(v.name)) is not None},
+                    key=lambda g: _unit_hash(seed, "group", g))
+    test_groups, val_groups = _quota_split(groups, fractions)
+    out: dict[str, list[tuple[str, int]]] = {s: [] for s in SUBSETS}
     for label, (name, vids) in enumerate(classes):
-        keyed = sorted((_unit_hash(seed, name, v.relative_to(root / name).as_posix()), str(v.resolve())) for v in vids)
-        is_val = [h < val_fraction for h, _ in keyed]
-        if val_fraction > 0 and len(keyed) >= 2:
-            is_val[0] = True  # lowest hash: at least one validation video
-        is_val[-1] = False  # highest hash: at least one training video (a lone video trains)
-        for (_, path), v in zip(keyed, is_val):
-            (val if v else train).append((path, label))
-    # keyed order is by hash; list by path so the index reads naturally and diffs stably
-    return DatasetIndex([n for n, _ in classes], sorted(train), sorted(val), "folders", root=root.resolve())
+        loose = sorted((v for v in vids if group_of(v.name) is None),
+                       key=lambda v: _unit_hash(seed, name, v.relative_to(root / name).as_posix()))
+        test_loose, val_loose = _quota_split(loose, fractions)
+        for v in vids:
+            g = group_of(v.name)
+            if g is not None:
+                where = "test" if g in test_groups else "val" if g in val_groups else "train"
+            else:
+                where = "test" if v in test_loose else "val" if v in val_loose else "train"
+            out[where].append((str(v.resolve()), label))
+    return DatasetIndex([n for n, _ in classes], sorted(out["train"]), sorted(out["val"]), "folders",
+                        root=root.resolve(), test=sorted(out["test"]))
 
 
 # --------------------------------------------------------------------------- TFDS
@@ -311,8 +399,12 @@ def load_tfds_index(name: str, split: int = 1, data_dir: str | None = None) -> D
     """Class names and split names of a TFDS video dataset, without downloading anything.
 
     The builder's ``info`` is defined in code (class names included), so this works before
-    the data is prepared. The validation split is ``"validation"`` when the prepared
-    dataset has one, else ``"test"`` (UCF101 has only ``train``/``test``).
+    the data is prepared. ``test`` is the dataset's ``"test"`` split; validation is its
+    ``"validation"`` split when it has one, else the last ``VAL_FRACTION`` of ``"train"``
+    (``train[80%:]``; UCF101 has only ``train``/``test``). TFDS stores examples in an order
+    shuffled by key hash, so that slice is a fixed pseudo-random fifth of the training
+    videos; TFDS examples carry no file names, so it is *not* group-disjoint from training
+    (validation accuracy is then optimistic; the test split is the official one).
 
     Raises
     ------
@@ -331,14 +423,18 @@ def load_tfds_index(name: str, split: int = 1, data_dir: str | None = None) -> D
     if not names:
         raise DataError(f"TFDS dataset {full!r} has no 'label' ClassLabel feature with class names")
     splits = set(builder.info.splits.keys())
-    val_split = "validation" if "validation" in splits else "test"
-    return DatasetIndex(list(names), [], [], "tfds", tfds_name=full, tfds_splits=("train", val_split))
+    if "validation" in splits:
+        parts = ("train", "validation", "test")
+    else:
+        cut = int(round(100 * (1 - VAL_FRACTION)))
+        parts = (f"train[:{cut}%]", f"train[{cut}%:]", "test")
+    return DatasetIndex(list(names), [], [], "tfds", tfds_name=full, tfds_splits=parts)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def load_dataset_index(data: str, split: int = 1, seed: int = 0, val_fraction: float = 0.2) -> DatasetIndex:
+def load_dataset_index(data: str, split: int = 1, seed: int = 0, val_fraction: float = VAL_FRACTION) -> DatasetIndex:
     """Classify ``data`` and index it (see the module docstring for what is accepted).
 
     Parameters
@@ -348,7 +444,8 @@ def load_dataset_index(data: str, split: int = 1, seed: int = 0, val_fraction: f
     split
         UCF101 split (1-3); also picks the TFDS ``ucf101`` config for the bare name.
     seed, val_fraction
-        Train/val split of class-folder trees (ignored by the others, which have fixed splits).
+        The split of class-folder trees (UCF101 and TFDS splits are fixed). ``training.fit``
+        leaves ``seed`` at 0, so every training seed sees the same test videos.
 
     Raises
     ------
@@ -374,5 +471,5 @@ def load_dataset_index(data: str, split: int = 1, seed: int = 0, val_fraction: f
     if not root.is_dir():
         raise DataError(f"data path {data!r} is a file; expected a folder (UCF101 root or class folders)")
     if find_ucf101_layout(root) is not None:
-        return load_ucf101(root, split)
+        return load_ucf101(root, split, val_fraction)
     return load_class_folders(root, seed=seed, val_fraction=val_fraction)
