@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from training.cli import ArgumentParser, CliError, fail, nonneg_float, positive_float, positive_int
+from streaming import prediction
 
 PROG = "python -m streaming.live"
 WINDOW_TITLE = "deltanet live"
-DEFAULT_WINDOW = 8   # when the model does not say how many frames it was trained on
 
 
 # --- display -------------------------------------------------------------------------------------
@@ -121,12 +121,6 @@ def display_problem() -> str | None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = np.asarray(x, np.float64)
-    z = np.exp(z - z.max())
-    return z / z.sum()
-
-
 def class_labels(engine) -> list[str]:
     n = int(engine.plan.tensors[engine.plan.output][2])
     names = list(engine.class_names)
@@ -134,10 +128,7 @@ def class_labels(engine) -> list[str]:
 
 
 def default_window(engine) -> int:
-    try:
-        return max(1, int(engine.info.get("frames") or DEFAULT_WINDOW))
-    except (TypeError, ValueError):
-        return DEFAULT_WINDOW
+    return prediction.default_window(engine.info)
 
 
 def _size_arg(text: str) -> tuple[int, int]:
@@ -335,7 +326,7 @@ def run(
         if need_canvas:   # the first drawing call is slow too
             compose(np.zeros((disp_size[1], disp_size[0], 3), np.uint8), OverlayInfo([("", 0.0)], 0, 0, 1, 0, 0, None, 0), disp_size)
 
-        ring = deque(maxlen=window)
+        smoothed = prediction.SmoothedPrediction(window)
         history = deque(maxlen=120)
         ticks = deque(maxlen=31)
         canvas = None
@@ -351,8 +342,7 @@ def run(
                 t0 = clock()
                 logits, stats = engine.step(frame.image)
                 latency = (clock() - t0) * 1e3
-                ring.append(logits)
-                probs = softmax(np.mean(ring, axis=0))
+                probs = smoothed.update(logits)
                 order = np.argsort(-probs)[:k]
                 top = [(labels[i], float(probs[i])) for i in order]
                 density = mac_density(dense_macs, stats.executed_macs / dense_macs)
