@@ -11,7 +11,9 @@ Every contender runs with the same thread count (numba, TensorFlow intra-op, TFL
 BLAS), after a warm-up, in interleaved blocks of frames so that machine-load drift hits
 all of them alike. Exactness (``max_rel_logit_error``, ``top1_agreement``) compares the
 delta engine with the Keras *delta* model (its per-frame logits on the whole clip, state
-included). Timing claims belong to this script, never to tests.
+included); ``float32_floor`` is the same comparison of Keras against itself, XLA against
+TensorFlow's kernels, i.e. how far two correct float32 implementations drift apart once a
+threshold decision flips. Timing claims belong to this script, never to tests.
 """
 
 from __future__ import annotations
@@ -93,6 +95,33 @@ def _tflite_runner(per_frame, threads: int, shape):
     return run
 
 
+def rel_logit_error(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per frame: max |logits - reference| / max |reference| (rows are frames)."""
+    return np.abs(logits - reference).max(axis=1) / np.maximum(np.abs(reference).max(axis=1), 1e-12)
+
+
+def float32_floor(frames_model, clip: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The Keras reference logits of ``clip`` and how far Keras itself is from them.
+
+    The reference is the clip model's graph on the whole clip (TensorFlow kernels); the floor
+    is the same graph compiled by XLA (``jit_compile=True``), whose convolutions sum in
+    another order: any float32 implementation, the delta engine included, can differ from
+    the reference by this much once a threshold decision flips.
+    """
+    import tensorflow as tf
+
+    x = tf.constant(clip[None].astype(np.float32))
+    reference = tf.function(lambda v: frames_model(v, training=False), jit_compile=False)(x).numpy()[0]
+    xla = tf.function(lambda v: frames_model(v, training=False), jit_compile=True)(x).numpy()[0]
+    err = rel_logit_error(xla, reference)
+    return reference, {
+        "how": "the Keras delta model on the whole clip, XLA (jit_compile=True) against TensorFlow's kernels",
+        "max_rel_logit_error": float(err.max()),
+        "frames_over_1e-4": int(np.sum(err > 1e-4)),
+        "top1_agreement": float(np.mean(xla.argmax(1) == reference.argmax(1))),
+    }
+
+
 def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup: int = 10, block: int = 25,
         granularity: str = "auto", skip: tuple = (), json_out: str | None = None, log=print) -> dict:
     """Run the benchmark; returns (and optionally writes) the results dict."""
@@ -123,8 +152,10 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
     n = len(clip)
     log(f"{n} frames of {source} at {shape[1]}x{shape[0]}, {threads} thread(s)")
 
-    # Exactness: the Keras delta model on the whole clip (its state included).
-    keras_delta = deltanet.frame_logits_model(clip_model).predict(clip[None].astype(np.float32), verbose=0, batch_size=1)[0]
+    # Exactness: the Keras delta model on the whole clip (its state included), and the
+    # float32 floor beside it: the same model under an equivalent, differently ordered
+    # evaluation (XLA's convolutions instead of TensorFlow's), which flips thresholds too.
+    keras_delta, floor = float32_floor(deltanet.frame_logits_model(clip_model), clip)
 
     try:
         from threadpoolctl import threadpool_limits
@@ -179,7 +210,7 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
         blas_limit.restore_original_limits()
 
     engine_logits = np.stack(outputs["delta_engine"])
-    err = np.abs(engine_logits - keras_delta).max(axis=1) / np.maximum(np.abs(keras_delta).max(axis=1), 1e-12)
+    err = rel_logit_error(engine_logits, keras_delta)
     dense_macs = delta.dense_macs
     executed = np.stack([s.executed_macs for s in delta_stats[1:]])  # frames after the first
     nonzero = np.stack([s.nonzero_deltas for s in delta_stats[1:]])
@@ -245,6 +276,7 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
         # to theta until it fires again; these say whether and when that happened.
         "frames_over_1e-4": int(np.sum(err > 1e-4)),
         "first_frame_over_1e-4": int(np.argmax(err > 1e-4)) if np.any(err > 1e-4) else None,
+        "float32_floor": floor,
         "phase_ms": phases,
         "layers": layers,
         "dense_macs_per_frame": int(dense_macs.sum()),
@@ -266,8 +298,13 @@ def format_table(r: dict) -> str:
     lines.append(
         f"mac_density {r['mac_density']:.4f} (theoretical speedup {r['theoretical_speedup']:.1f}x; executed with the "
         f"chosen kernels {r.get('executed_mac_density', float('nan')):.4f}), "
-        f"max_rel_logit_error {r['max_rel_logit_error']:.2e}, top1_agreement {r['top1_agreement']:.3f}"
+        f"max_rel_logit_error {r['max_rel_logit_error']:.2e} ({r['frames_over_1e-4']} frames over 1e-4), "
+        f"top1_agreement {r['top1_agreement']:.3f}"
     )
+    if r.get("float32_floor"):
+        f = r["float32_floor"]
+        lines.append(f"float32 floor (Keras vs Keras, XLA vs TF kernels): max_rel_logit_error {f['max_rel_logit_error']:.2e} "
+                     f"({f['frames_over_1e-4']} frames over 1e-4), top1_agreement {f['top1_agreement']:.3f}")
     lines.append(format_profile(r))
     return "\n".join(lines)
 

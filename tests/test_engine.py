@@ -208,6 +208,8 @@ def test_bench_cli_writes_complete_json(tmp_path):
     assert set(res["speedup"]) == {"vs_dense_engine", "vs_keras", "vs_tflite"}
     assert 0 < res["mac_density"] <= 1 and res["theoretical_speedup"] == pytest.approx(1 / res["mac_density"])
     assert res["max_rel_logit_error"] <= 1e-4 and res["top1_agreement"] == 1.0
+    floor = res["float32_floor"]
+    assert "XLA" in floor["how"] and 0 <= floor["max_rel_logit_error"] <= 1e-4 and floor["top1_agreement"] == 1.0
     assert len(res["layers"]) == len(to_plan(model).mac_steps())
 
 

@@ -131,7 +131,6 @@ def test_engine_and_keras_measure_the_same_per_layer_densities(trained, data):
     temporal density of the same clip, layer by layer (trained model, real video frames)."""
     from deltanet.measure import measure_model
     from streaming.engine import DeltaEngine
-    from training.evaluate import _mac_inputs
 
     model = deltanet.load_model(trained)
     index = load_ucf101(data)
@@ -140,7 +139,7 @@ def test_engine_and_keras_measure_the_same_per_layer_densities(trained, data):
     engine = DeltaEngine.from_keras(model)
     engine.reset()
     nnz = np.stack([engine.step(f)[1].nonzero_deltas for f in frames])
-    streaming = nnz[1:].sum(axis=0) / (_mac_inputs(engine) * (len(frames) - 1))
+    streaming = nnz[1:].sum(axis=0) / (engine.input_elements * (len(frames) - 1))
     keras_density = {la["name"]: la["temporal_density"] for la in measured["layers"]}
     assert set(keras_density) == set(engine.layer_names)
     for name, d in zip(engine.layer_names, streaming):

@@ -91,14 +91,6 @@ def clip_evaluation(model, index, subset: str, videos: list, info: dict, size: i
             "mac_density": measured["mac_density"], "layers": measured["layers"]}
 
 
-def _mac_inputs(engine) -> np.ndarray:
-    """Elements of each MAC layer's input tensor (what ``FrameStats.nonzero_deltas`` counts among)."""
-    from streaming.plan import MAC_OPS
-
-    plan = engine.plan
-    return np.array([int(np.prod(plan.tensors[s["inputs"][0]])) for s in plan.steps if s["op"] in MAC_OPS], np.int64)
-
-
 def stream_video(engine, dense_model, frames: np.ndarray, label: int, window: int) -> dict:
     """One video through the engine (from a reset) and the dense per-frame Keras network."""
     from streaming.prediction import SmoothedPrediction
@@ -126,7 +118,7 @@ def summarize_streams(results: list[dict], engine, clip_layers: list[dict]) -> t
     """Streaming and dense figures, per-layer table, and accuracy as a function of frames seen."""
     from deltanet import density
 
-    elements = _mac_inputs(engine)
+    elements = engine.input_elements  # what FrameStats.nonzero_deltas counts among, per MAC layer
     dense_macs = engine.dense_macs.astype(np.float64)
     later = [r for r in results if len(r["pred"]) > 1]
     nnz = sum(r["nnz"][1:].sum(axis=0) for r in later) if later else np.zeros(len(elements))
