@@ -3,8 +3,8 @@
 Each frame is prepared the way the model was trained (``DeltaEngine.prepare``: resized to the
 model input, RGB uint8; the model carries its own normalization) and fed to the delta
 engine. The clip prediction is the softmax of the mean per-frame logits over the last
-``--window`` frames (the model was trained on the mean of per-frame logits over
-``info["frames"]`` frames, the default window). Live sources (cameras, streams,
+``--window`` frames (``streaming.prediction``: by default three training clips long, a choice
+made on the validation split). Live sources (cameras, streams,
 ``--realtime``) hand over only their newest frame; the frames they overwrote are counted
 as ``dropped``.
 
@@ -467,7 +467,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no window: one JSON object per frame on stdout")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     p.add_argument("--window", type=positive_int, default=None,
-                   help="average the prediction over the last W frames (default: the model's training clip length T, else 8)")
+                   help="average the prediction over the last W frames (default: 3 x the model's training clip length, else 12; streaming.prediction)")
     p.add_argument("--top", type=positive_int, default=3, help="labels shown (default 3)")
     p.add_argument("--record", default=None, metavar="OUT.mp4", help="also write the annotated video here (mp4v; written to a temporary name, then renamed)")
     p.add_argument("--snapshot", default=None, metavar="OUT.png", help="save the last annotated frame as an image")

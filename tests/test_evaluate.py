@@ -63,7 +63,7 @@ def test_evaluate_streaming_end_to_end(data, trained, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "streaming accuracy" in r.stdout
     res = json.loads(out.read_text())
-    assert res["subset"] == "test" and res["videos"] == 6 and res["window"] == 4
+    assert res["subset"] == "test" and res["videos"] == 6 and res["window"] == 12  # 3 x the 4-frame training clips
     for key in ("accuracy", "mac_density"):
         assert 0.0 <= res["clip"][key] <= 1.0
     s = res["streaming"]
@@ -88,7 +88,7 @@ def test_evaluate_streaming_end_to_end(data, trained, tmp_path):
     for (path, label), row in zip(index.test, rows):
         assert Path(path).name == row["video"]
         frames = np.stack([_resize(f) for f in read_video(path)])
-        probs = SmoothedPrediction(4).run(np.asarray(dense.predict_on_batch(frames)))
+        probs = SmoothedPrediction(12).run(np.asarray(dense.predict_on_batch(frames)))
         assert int(np.argmax(probs[-1])) == int(row["dense_pred_last_frame"])
 
 

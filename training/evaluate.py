@@ -46,7 +46,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-videos", type=positive_int, default=None, help="at most this many videos (default: all)")
     p.add_argument("--threads", type=positive_int, default=1, help="numba threads of the engine (default 1)")
     p.add_argument("--window", type=positive_int, default=None,
-                   help="frames averaged for the streaming prediction (default: the clip length the model was trained on)")
+                   help="frames averaged for the streaming prediction (default: streaming.prediction.default_window, 3 training clips)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch for the clip evaluation (default 8)")
     p.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -91,10 +91,8 @@ def clip_evaluation(model, index, subset: str, videos: list, info: dict, size: i
             "mac_density": measured["mac_density"], "layers": measured["layers"]}
 
 
-def stream_video(engine, dense_model, frames: np.ndarray, label: int, window: int) -> dict:
-    """One video through the engine (from a reset) and the dense per-frame Keras network."""
-    from streaming.prediction import SmoothedPrediction
-
+def stream_video(engine, dense_model, frames: np.ndarray, label: int) -> dict:
+    """One video through the engine (from a reset) and the dense per-frame Keras network: per-frame logits."""
     engine.reset()
     logits, nnz, executed = [], [], []
     prepared = []
@@ -107,11 +105,19 @@ def stream_video(engine, dense_model, frames: np.ndarray, label: int, window: in
         executed.append(stats.executed_macs.copy())
     dense_logits = np.concatenate([np.asarray(dense_model.predict_on_batch(np.stack(prepared[i:i + 64])))
                                    for i in range(0, len(prepared), 64)])
-    smooth = SmoothedPrediction(window)
-    pred = np.argmax(smooth.run(np.stack(logits)), axis=1)
-    dense_pred = np.argmax(smooth.run(dense_logits), axis=1)
-    return {"label": int(label), "pred": pred, "dense_pred": dense_pred,
+    return {"label": int(label), "logits": np.stack(logits), "dense_logits": dense_logits,
             "nnz": np.stack(nnz), "executed": np.stack(executed)}
+
+
+def predict(results: list[dict], window: int) -> list[dict]:
+    """Add each frame's shown prediction (``pred``, ``dense_pred``): the live smoothing over ``window`` frames."""
+    from streaming.prediction import SmoothedPrediction
+
+    smooth = SmoothedPrediction(window)
+    for r in results:
+        r["pred"] = np.argmax(smooth.run(r["logits"]), axis=1)
+        r["dense_pred"] = np.argmax(smooth.run(r["dense_logits"]), axis=1)
+    return results
 
 
 def summarize_streams(results: list[dict], engine, clip_layers: list[dict]) -> tuple[dict, dict, list[dict], np.ndarray]:
@@ -267,12 +273,12 @@ def run(model_path: str, *, data: str = "embedded", split: int = 1, subset: str 
             except VideoError as e:
                 skipped.append(f"{path}: {e}")
             else:
-                results.append(stream_video(engine, dense_model, frames, label, window) | {"path": path})
+                results.append(stream_video(engine, dense_model, frames, label) | {"path": path})
             bar.update(1)
         bar.close()
         if not results:
             raise CliError(f"no {subset} video could be decoded ({len(skipped)} skipped)")
-        s, d, layers, curve = summarize_streams(results, engine, clip["layers"])
+        s, d, layers, curve = summarize_streams(predict(results, window), engine, clip["layers"])
         result.update(streaming=s, dense_streaming=d, window=window, threads=threads, layers=layers,
                       skipped_videos=len(skipped), accuracy_vs_frames={"delta": _round(curve[0]), "dense": _round(curve[1])})
     else:
