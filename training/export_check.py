@@ -109,13 +109,6 @@ def state_thresholds(stream_model) -> list[tuple[str, np.ndarray]]:
     ]
 
 
-def _keras_step(stream_model, frame, states: dict) -> dict:
-    from deltanet.stream_model import FRAME_INPUT
-
-    out = stream_model({FRAME_INPUT: frame, **states}, training=False)
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
 def _first_mismatch(order, exported: dict, keras_out: dict, allowance: dict, tol: float):
     """The first state (graph order) where the export and Keras differ beyond ``allowance`` (or None)."""
     for name, _ in order:
@@ -188,6 +181,7 @@ def check_resynced(
     ``"flip_frames"``. Raises ``CheckFailed`` (see the module docstring for the rules).
     """
     from deltanet.stream_model import FRAME_INPUT, LOGITS_OUTPUT, initial_states
+    from streaming.reference import step_stream_model
 
     order = state_thresholds(stream_model)
     states = initial_states(stream_model, batch=clip.shape[0])
@@ -199,7 +193,7 @@ def check_resynced(
         got = np.asarray(out[LOGITS_OUTPUT])
         fed, allowance = dict(states), {}
         for _ in range(len(order) + 1):
-            reference = _keras_step(stream_model, frame, fed)
+            reference = step_stream_model(stream_model, frame, fed)
             name, delta = _first_mismatch(order, exported, reference, allowance, tol)
             if name is None:
                 break
