@@ -20,7 +20,11 @@ Live sources (cameras, network) run a reader thread that keeps only the newest
 frame: OpenCV's own buffering otherwise hands a slow consumer frames that are
 seconds old. Frames the reader overwrote before the consumer took them are
 counted in ``dropped``, and ``Frame.index`` (the reader's frame number) jumps.
-Files are read in order and nothing is dropped.
+Files are read in order and nothing is dropped; ``repeat=N`` plays them N times (0:
+endlessly). A live reader counts what it survives (``FrameSource.counters()``): frames the
+decoder rejected on a healthy connection (``corrupt``, no reconnect), reads that hit the read
+timeout (``stalls``, reopened at once), reopenings of a lost stream (``reconnects``) and
+resolution changes (``size_changes``; frames are resized to the first size).
 
 MJPEG over HTTP needs no hint: FFmpeg picks its ``mpjpeg`` demuxer from the
 server's ``Content-Type: multipart/x-mixed-replace`` header, whatever the URL
