@@ -368,9 +368,11 @@ def describe_check(fmt: str, r: dict) -> str:
         return f"the reloaded clip model: {exact}"
     if fmt == "bundle":
         first = r["first_frame_over_tol"]
+        exact = ("exact to {:g} on every frame" if first is None else "over {:g} from frame 0" if first == 0
+                 else f"exact to {{:g}} up to frame {first - 1}").format(r["tolerance"])
         return (f"the bundle's engine equals the engine converted from the Keras model bit for bit; against Keras: "
-                f"{exact.replace('tolerance', 'exact to')} {'on every frame' if first is None else f'up to frame {first - 1}'}"
-                f", within the flip envelope {r['envelope']:.3g}, top-1 agreement {r['top1_agreement']:.3f}")
+                f"max rel err {r['max_rel']:.3g} ({exact}), within the flip envelope {r['envelope']:.3g}, "
+                f"top-1 agreement {r['top1_agreement']:.3f}")
     flips = f", {r['flips']} marginal threshold decision(s) accepted (frames {r['flip_frames']})" if r["flips"] else ""
     return (f"{len(r['states'])} state tensor(s) carried, Keras run from the export's own states: {exact}{flips}; "
             f"free-running against the clip model: max rel err {r['free_max_rel']:.3g}, "
