@@ -39,6 +39,8 @@ from training.cli import ArgumentParser, CliError, fail, nonneg_float, positive_
 PROG = "python -m streaming.live"
 WINDOW_TITLE = "deltanet live"
 DEFAULT_WINDOW = 8   # when the model does not say how many frames it was trained on
+#: frames the summary's medians cover: an endless run (--repeat 0, a camera) keeps its memory flat
+RECENT = 100_000
 
 
 # --- display -------------------------------------------------------------------------------------
@@ -311,7 +313,8 @@ def run(
     recorder = None
     shown = False
     ok = False
-    lat, eng_ms, dens = [], [], []
+    lat, eng_ms = deque(maxlen=RECENT), deque(maxlen=RECENT)
+    lat_sum = density_sum = 0.0   # means over the whole run
     end_reason = None
     n = 0
     dropped_before = None   # the source's count when the engine took its first frame
@@ -372,7 +375,8 @@ def run(
                     history.append(density)
                 lat.append(latency)
                 eng_ms.append(stats.total_ms)
-                dens.append(density)
+                lat_sum += latency
+                density_sum += density if n else 0.0   # frames after the first
                 dropped = int(src.dropped) - dropped_before
                 if json_lines:
                     rec = {
@@ -437,12 +441,11 @@ def run(
             raise CliError(f"--snapshot: OpenCV cannot write {str(snapshot_path)!r}")
         os.replace(tmp, snapshot_path)
 
-    after_first = dens[1:]
     summary = {
         "frames": n,
-        "mac_density": float(np.mean(after_first)) if after_first else None,
-        "mean_latency_ms": float(np.mean(lat)) if lat else None,
-        "median_latency_ms": float(np.median(lat)) if lat else None,
+        "mac_density": density_sum / (n - 1) if n > 1 else None,
+        "mean_latency_ms": lat_sum / n if n else None,
+        "median_latency_ms": float(np.median(lat)) if lat else None,   # of the last RECENT frames
         "median_engine_ms": float(np.median(eng_ms)) if eng_ms else None,
         "fps": n / wall if n and wall else None,
         **src.counters(),
