@@ -68,16 +68,25 @@ def _to_rgb(img: object, bgr: bool) -> np.ndarray | None:
 
 
 class _Shaper:
-    """Converts frames to RGB and to one fixed size: ``size`` if given, else the first frame's."""
+    """Converts frames to RGB and to one fixed size: ``size`` if given, else the first frame's.
+
+    ``size_changes`` counts the frames whose own size differs from the previous frame's (a
+    camera or stream that changed resolution; the frames are still resized to ``size``).
+    """
 
     def __init__(self, size: tuple[int, int] | None, bgr: bool = True):
         self.size, self.bgr = size, bgr
+        self.size_changes = 0
+        self._last: tuple[int, int] | None = None
 
     def __call__(self, img: object) -> np.ndarray | None:
         rgb = _to_rgb(img, self.bgr)
         if rgb is None:
             return None
         h, w = rgb.shape[:2]
+        if self._last is not None and self._last != (w, h):
+            self.size_changes += 1
+        self._last = (w, h)
         if self.size is None:
             self.size = (w, h)
         tw, th = self.size
@@ -97,10 +106,15 @@ class FrameSource:
         The spec it was opened from (passwords in URLs replaced by ``***``).
     is_live : bool
         True for cameras and network streams (newest frame only, frames may be dropped).
-    dropped, corrupt, reconnects, reconnect_attempts, delivered : int
+    dropped, corrupt, reconnects, reconnect_attempts, stalls, delivered : int
         Frames overwritten before the consumer took them; frames that failed to decode or
         had no usable shape and were skipped; successful reopenings of a lost stream;
-        reopening attempts; frames handed out by ``read()``.
+        reopening attempts; reads that hit the read timeout (a stream that went silent);
+        frames handed out by ``read()``.
+    size_changes : int
+        Frames whose resolution differed from the previous frame's (resized to ``size``).
+    passes : int
+        In-order sources: passes over the input started so far (``repeat``).
     end_reason : str or None
         Why iteration ended (``"end of input"``, ``"truncated input: …"``, ``"stream lost: …"``,
         ``"max_frames=N reached"``, ``"closed"``, …); None while frames may still come.
@@ -110,9 +124,24 @@ class FrameSource:
 
     def __init__(self, name: str, shaper: _Shaper, max_frames: int | None):
         self.name, self._shape, self._max_frames = name, shaper, max_frames
-        self.dropped = self.corrupt = self.reconnects = self.reconnect_attempts = self.delivered = 0
+        self.dropped = self._corrupt = self.reconnects = self.reconnect_attempts = self.stalls = self.delivered = 0
+        self.passes = 1
         self.end_reason: str | None = None
         self._fps: float | None = None
+
+    @property
+    def corrupt(self) -> int:
+        """Frames skipped as undecodable or unusable (a paced source's inner file included)."""
+        return self._corrupt + int(getattr(getattr(self, "_cap", None), "corrupt", 0))
+
+    @property
+    def size_changes(self) -> int:
+        return self._shape.size_changes
+
+    def counters(self) -> dict[str, int]:
+        """What the source survived so far: ``dropped``, ``corrupt``, ``stalls``, ``reconnects``, ``size_changes``."""
+        return {"dropped": int(self.dropped), "corrupt": int(self.corrupt), "stalls": int(self.stalls),
+                "reconnects": int(self.reconnects), "size_changes": int(self.size_changes)}
 
     @property
     def fps(self) -> float | None:
@@ -172,21 +201,41 @@ class FrameSource:
 
 
 class _OrderedSource(FrameSource):
-    """Files, image sequences and non-live synthetic video: every frame, in order, no thread."""
+    """Files, image sequences and non-live synthetic video: every frame, in order, no thread.
+
+    ``open_capture()`` opens the input; ``repeat`` passes over it (0: endlessly), reopened at
+    each end. Frame indices and timestamps keep counting across passes.
+    """
 
     _MAX_FAILED_READS = 3   # a truncated file fails every read; a corrupt frame fails once
 
-    def __init__(self, name: str, cap, shaper: _Shaper, max_frames: int | None):
+    def __init__(self, name: str, open_capture: Callable[[], object], shaper: _Shaper, max_frames: int | None,
+                 repeat: int = 1):
         super().__init__(name, shaper, max_frames)
-        self._cap = cap
-        fps, count = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self._open_capture, self._repeat = open_capture, repeat
+        self._cap = open_capture()
+        fps, count = self._cap.get(cv2.CAP_PROP_FPS), self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self._fps = float(fps) if 0 < fps < 10_000 else None
         self._expected = int(count) if 0 < count < 2**31 else None
-        self._pos = 0       # file position of the next frame, unreadable frames included
+        self._pos = 0       # file position of the next frame in this pass, unreadable frames included
+        self._base = 0      # frames of the earlier passes
+        self._t_base = 0.0  # and their duration (for captures that report no fps)
+        self._last_ts = 0.0
         self._pending = self._next()
         if self._pending is None:
             self._cap.release()
             raise SourceError(f"cannot read {name!r}: no decodable frame")
+
+    def _next_pass(self) -> bool:
+        if self._repeat and self.passes >= self._repeat:
+            return False
+        self._cap.release()
+        self._cap = self._open_capture()
+        self._base += self._pos
+        self._t_base = self._last_ts
+        self._pos = 0
+        self.passes += 1
+        return True
 
     def _next(self) -> Frame | None:
         if (f := getattr(self, "_pending", None)) is not None:
@@ -197,26 +246,31 @@ class _OrderedSource(FrameSource):
             ok, img = self._cap.read()
             if not ok:
                 if self._expected is None or self._pos + failed >= self._expected:
-                    self.corrupt += failed  # unreadable frames just before the end
+                    self._corrupt += failed  # unreadable frames just before the end
+                    self._pos += failed
+                    failed = 0
+                    if self._pos and self._next_pass():   # an empty pass would loop for ever
+                        continue
                     self._finish("end of input")
                     return None
                 failed += 1     # a corrupt frame in the middle, or the cut of a truncated file
                 if failed >= self._MAX_FAILED_READS:
-                    self.corrupt += 1   # the frame at the cut
+                    self._corrupt += 1   # the frame at the cut
                     self._finish(f"truncated input: frame {self._pos} of {self._expected} unreadable, "
                                  "no frame after it")
                     return None
                 continue
             # reading resumed: the failed reads were frames skipped by the decoder
-            self.corrupt += failed
+            self._corrupt += failed
             self._pos += failed
             failed = 0
             rgb = self._shape(img)
-            index, self._pos = self._pos, self._pos + 1
+            index, self._pos = self._base + self._pos, self._pos + 1
             if rgb is None:
-                self.corrupt += 1
+                self._corrupt += 1
                 continue
-            ts = index / self._fps if self._fps else self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            ts = index / self._fps if self._fps else self._t_base + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            self._last_ts = ts
             return Frame(rgb, index, ts, self.dropped)
 
     def _release(self) -> None:
@@ -224,15 +278,33 @@ class _OrderedSource(FrameSource):
 
 
 class _LiveSource(FrameSource):
-    """Cameras and network streams: a reader thread keeps the newest frame and reopens lost streams."""
+    """Cameras and network streams: a reader thread keeps the newest frame and reopens lost streams.
+
+    The reader starts at once, so a stream stays open and drained while the consumer gets
+    ready (a camera that serves one client, or a stream served once, is never reopened).
+    ``paced`` sources (files and synthetic video played at their fps) start playing at the
+    consumer's first ``read()`` instead: nothing happens in the world while they wait.
+
+    A failed read that took about the read timeout is a stall: the stream is reopened at
+    once. A failed read that returned quickly is a frame the decoder rejected, unless
+    ``_MAX_FAILED_READS`` fail in a row (the stream closed): corrupt frames are counted, not
+    taken for a lost stream.
+    """
 
     is_live = True
+    _MAX_FAILED_READS = 8
 
     def __init__(self, name: str, opener: Callable[[threading.Event], object], shaper: _Shaper,
                  max_frames: int | None, *, reconnect_attempts: int, reconnect_timeout_s: float,
-                 backoff_s: float, backoff_max_s: float, join_timeout_s: float):
+                 backoff_s: float, backoff_max_s: float, join_timeout_s: float, read_timeout_s: float | None = None,
+                 paced: bool = False):
         super().__init__(name, shaper, max_frames)
         self._opener, self._join_timeout_s = opener, join_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._max_failed_reads = 1 if paced else self._MAX_FAILED_READS   # a paced file's reader skips its own
+        self._consumer_started = threading.Event()
+        if not paced:
+            self._consumer_started.set()
         self._policy = (reconnect_attempts, reconnect_timeout_s, backoff_s, backoff_max_s)
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -246,7 +318,7 @@ class _LiveSource(FrameSource):
                 break
             if (rgb := self._shape(img)) is not None:
                 break
-            self.corrupt += 1
+            self._corrupt += 1
         if not ok or rgb is None:
             self._cap.release()
             raise SourceError(f"{name!r} opened but delivered no frame")
@@ -265,6 +337,7 @@ class _LiveSource(FrameSource):
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else None
 
     def _next(self) -> Frame | None:
+        self._consumer_started.set()
         with self._cond:
             while self._slot is None and not self._reader_done and not self._stop.is_set():
                 self._cond.wait(0.5)    # bounded waits: never miss a wake-up for good
@@ -274,13 +347,25 @@ class _LiveSource(FrameSource):
         return frame
 
     def _run(self) -> None:
+        while not (self._consumer_started.wait(0.1) or self._stop.is_set()):
+            pass
         cap = self._cap
+        if hasattr(cap, "restart_clock"):   # a paced source starts playing now
+            cap.restart_clock()
+        failed = 0
         try:
             while not self._stop.is_set():
+                t0 = time.monotonic()
                 ok, img = cap.read()    # bounded by the read timeout given to the backend
                 if self._stop.is_set():
                     break
                 if not ok:
+                    stalled = self._read_timeout_s is not None and time.monotonic() - t0 >= 0.8 * self._read_timeout_s
+                    failed += 1
+                    if not stalled and failed < self._max_failed_reads:
+                        continue        # maybe a frame the decoder rejected: the next read tells
+                    self.stalls += stalled
+                    failed = 0
                     cap.release()
                     cap = self._cap = self._reopen()
                     if cap is None:
@@ -288,8 +373,9 @@ class _LiveSource(FrameSource):
                     continue
                 rgb = self._shape(img)
                 with self._cond:
+                    self._corrupt += failed + (rgb is None)  # reading resumed: the failed reads were frames
+                    failed = 0
                     if rgb is None:
-                        self.corrupt += 1
                         continue
                     now = time.monotonic()
                     if self._slot is not None:
@@ -367,10 +453,22 @@ class _SynthCapture:
 
 
 class _Paced:
-    """Delivers an in-order capture at its nominal fps, like a camera (``live`` files/synthetic)."""
+    """Delivers an in-order source at its nominal fps, like a camera (``live`` files/synthetic).
 
-    def __init__(self, cap, fps: float, stop: threading.Event):
-        self.cap, self.period, self.stop, self.t0, self.n = cap, 1.0 / fps, stop, None, 0
+    A ``cv2.VideoCapture``-like adapter over an ``_OrderedSource``: its frames are RGB already,
+    its corrupt frames are its own to count (``corrupt``).
+    """
+
+    def __init__(self, source: "_OrderedSource", fps: float, stop: threading.Event):
+        self.source, self.period, self.stop, self.t0, self.n = source, 1.0 / fps, stop, None, 0
+
+    @property
+    def corrupt(self) -> int:
+        return self.source.corrupt
+
+    def restart_clock(self) -> None:
+        """Play on from now (the frames due while nobody consumed are not owed)."""
+        self.t0 = time.monotonic() - self.n * self.period
 
     def read(self):
         if self.t0 is None:
@@ -378,10 +476,11 @@ class _Paced:
         if self.stop.wait(max(0.0, self.t0 + self.n * self.period - time.monotonic())):
             return False, None
         self.n += 1
-        return self.cap.read()
+        frame = self.source.read()
+        return (True, frame.image) if frame is not None else (False, None)
 
     def get(self, prop: int) -> float:
-        return self.cap.get(prop)
+        return float(self.source.fps or 0.0) if prop == cv2.CAP_PROP_FPS else 0.0
 
     def release(self) -> None:
-        self.cap.release()
+        self.source.close()

@@ -39,6 +39,8 @@ from streaming import prediction
 
 PROG = "python -m streaming.live"
 WINDOW_TITLE = "deltanet live"
+#: frames the summary's medians cover: an endless run (--repeat 0, a camera) keeps its memory flat
+RECENT = 100_000
 
 
 # --- display -------------------------------------------------------------------------------------
@@ -138,6 +140,15 @@ def _size_arg(text: str) -> tuple[int, int]:
     if not m or int(m[1]) <= 0 or int(m[2]) <= 0:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}")
     return int(m[1]), int(m[2])
+
+
+def repeat_arg(text: str) -> int:
+    """``--repeat``: how many times to play an in-order source, 0 for endlessly."""
+    import argparse
+
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: endlessly), got {text!r}")
+    return int(text)
 
 
 def _region_arg(text: str):
@@ -240,6 +251,7 @@ def run(
     json_lines: bool | None = None,
     region=None,
     region_lambda: float = 4.0,
+    repeat: int = 1,
     out=None,
     err=None,
 ) -> dict:
@@ -248,6 +260,7 @@ def run(
     ``json_lines`` (default: only when headless) prints one JSON object per frame on ``out``.
     ``region`` (``"motion"`` or an ``(x0, y0, x1, y1)`` box in fractions of the frame) lowers
     the delta thresholds there by ``1 + region_lambda`` (``DeltaEngine.set_region``).
+    ``repeat`` plays an in-order source that many times (0: endlessly).
     Raises ``CliError`` for a missing model/source, an unconvertible model or an unwritable output.
     """
     from deltanet.density import mac_density
@@ -262,20 +275,17 @@ def run(
     snapshot_path = _check_out_path(snapshot, "--snapshot")
     quiet_backend_logs()
 
-    def open_it():
-        try:
-            return open_source(source, max_frames=max_frames, live=True if realtime else None)
-        except SourceError as e:
-            raise CliError(str(e)) from e
-        except ValueError as e:
-            raise CliError(f"--source {source!r}: {e}") from e
-
-    # Open the source first so that a bad one fails fast, before TensorFlow loads. A live source
-    # would drop every frame while the model loads (and a --realtime file would play to its end):
-    # close it and reopen it once the engine is ready.
-    src = open_it()
-    if src.is_live:
-        src.close()
+    # Open the source once, first, so that a bad one fails fast, before TensorFlow loads. A live
+    # stream keeps its reader running (newest frame only) while the model loads: a camera that
+    # serves one client, or a stream served once, must not be reopened. Paced files start playing
+    # at the first read. Frames the reader replaced before the engine's first frame are not
+    # counted as dropped.
+    try:
+        src = open_source(source, max_frames=max_frames, live=True if realtime else None, repeat=repeat)
+    except SourceError as e:
+        raise CliError(str(e)) from e
+    except ValueError as e:
+        raise CliError(f"--source {source!r}: {e}") from e
     try:
         engine = load_engine(model, threads=threads, keyframe_interval=keyframe_interval)
         engine.warmup()   # compile the kernels before the first frame is timed
@@ -288,17 +298,17 @@ def run(
     except BaseException:
         src.close()
         raise
-    if src.is_live:
-        src = open_it()
 
     import cv2
 
     recorder = None
     shown = False
     ok = False
-    lat, eng_ms, dens = [], [], []
+    lat, eng_ms = deque(maxlen=RECENT), deque(maxlen=RECENT)
+    lat_sum = density_sum = 0.0   # means over the whole run
     end_reason = None
     n = 0
+    dropped_before = None   # the source's count when the engine took its first frame
     try:
         labels = class_labels(engine)
         window = window or default_window(engine)
@@ -339,6 +349,8 @@ def run(
                 if frame is None:
                     end_reason = src.end_reason
                     break
+                if dropped_before is None:
+                    dropped_before = frame.dropped_so_far
                 t0 = clock()
                 logits, stats = engine.step(frame.image)
                 latency = (clock() - t0) * 1e3
@@ -353,8 +365,9 @@ def run(
                     history.append(density)
                 lat.append(latency)
                 eng_ms.append(stats.total_ms)
-                dens.append(density)
-                dropped = int(src.dropped)
+                lat_sum += latency
+                density_sum += density if n else 0.0   # frames after the first
+                dropped = int(src.dropped) - dropped_before
                 if json_lines:
                     rec = {
                         "frame": n,
@@ -376,7 +389,7 @@ def run(
                 n += 1
                 if need_canvas:
                     info = OverlayInfo(top, density, executed, dense_total, latency, stats.total_ms, fps, n - 1,
-                                       dropped, bool(stats.keyframe), len(ring), list(history))
+                                       dropped, bool(stats.keyframe), smoothed.frames, list(history))
                     canvas = compose(frame.image, info, disp_size)
                     if recorder is not None:
                         recorder.write(canvas)
@@ -418,15 +431,15 @@ def run(
             raise CliError(f"--snapshot: OpenCV cannot write {str(snapshot_path)!r}")
         os.replace(tmp, snapshot_path)
 
-    after_first = dens[1:]
     summary = {
         "frames": n,
-        "mac_density": float(np.mean(after_first)) if after_first else None,
-        "mean_latency_ms": float(np.mean(lat)) if lat else None,
-        "median_latency_ms": float(np.median(lat)) if lat else None,
+        "mac_density": density_sum / (n - 1) if n > 1 else None,
+        "mean_latency_ms": lat_sum / n if n else None,
+        "median_latency_ms": float(np.median(lat)) if lat else None,   # of the last RECENT frames
         "median_engine_ms": float(np.median(eng_ms)) if eng_ms else None,
         "fps": n / wall if n and wall else None,
-        "dropped": int(src.dropped),
+        **src.counters(),
+        "dropped": int(src.dropped) - (dropped_before or 0),
         "window": window,
         "headless": bool(headless),
         "end_reason": end_reason,
@@ -451,6 +464,8 @@ def format_summary(s: dict) -> str:
         f"{s['fps']:.1f} fps" if s["fps"] else "fps n/a",
         f"dropped {s['dropped']}",
     ]
+    # what the source survived, when it happened
+    parts += [f"{k.replace('_', ' ')} {s[k]}" for k in ("corrupt", "stalls", "reconnects", "size_changes") if s.get(k)]
     tail = f" ({s['end_reason']})" if s.get("end_reason") else ""
     saved = "".join(f"; {k} -> {s[k]}" for k in ("record", "snapshot") if s.get(k))
     return f"{PROG}: " + ", ".join(parts) + tail + saved
@@ -478,6 +493,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--scale", type=positive_float, default=None, help="display scale of the source frames (default: enlarged to >= 640 px wide)")
     p.add_argument("--hold-ms", type=nonneg_float, default=0.0, help="window mode: keep the last frame up this long after the source ends (q closes)")
     p.add_argument("--realtime", action="store_true", help="play files and synthetic video at their frame rate, newest frame only (like a camera)")
+    p.add_argument("--repeat", type=repeat_arg, default=1, help="play a file or synthetic source N times, 0: endlessly (default 1)")
     p.add_argument("--json", action="store_true", help="window mode: print the JSON lines on stdout too")
     p.add_argument("--region", type=_region_arg, default=None, metavar="motion|x0,y0,x1,y1",
                    help="region-weighted thresholds: where the input moves, or a box in fractions of the frame")
@@ -492,7 +508,8 @@ def main(argv=None) -> int:
         run(args.model, args.source, headless=args.headless, max_frames=args.max_frames, window=args.window, top_k=args.top,
             record=args.record, snapshot=args.snapshot, threads=args.threads, size=args.size, scale=args.scale,
             hold_ms=args.hold_ms, realtime=args.realtime, keyframe_interval=args.keyframe_interval,
-            json_lines=True if args.json else None, region=args.region, region_lambda=args.region_lambda)
+            json_lines=True if args.json else None, region=args.region, region_lambda=args.region_lambda,
+            repeat=args.repeat)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:   # during start-up (the frame loop handles its own)

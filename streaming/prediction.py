@@ -54,6 +54,11 @@ class SmoothedPrediction:
         """A new stream: forget the frames seen so far."""
         self._ring.clear()
 
+    @property
+    def frames(self) -> int:
+        """Frames the current prediction averages (up to ``window``)."""
+        return len(self._ring)
+
     def update(self, logits: np.ndarray) -> np.ndarray:
         self._ring.append(np.asarray(logits))
         return softmax(np.mean(self._ring, axis=0))

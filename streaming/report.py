@@ -1,7 +1,9 @@
 """``python -m streaming.report``: where a delta model spends (and saves) its MACs, frame by frame and layer by layer.
 
-Runs the delta engine over the first ``--frames`` frames of a source (files in order) and
-writes to ``--out``:
+Runs the delta engine over the first ``--frames`` frames of a source (files in order;
+``--repeat N`` plays a short file N times) and writes to ``--out``. The source is read once,
+in blocks of 25 frames that go through every pass before the next block is read, so memory
+stays bounded however long the stream (an hour of video included):
 
 ``report.json``
     Summary of the model (and of ``--compare``'s model under ``"compare"``): ``frames``,
@@ -10,7 +12,8 @@ writes to ``--out``:
     ``speedup_vs_dense_engine`` (median ms of ``DeltaEngine(plan, mode="dense")`` on the same
     frames over the delta engine's median, both after warm-up, interleaved in blocks:
     *measured on this machine*, see ``timing``), ``max_rel_logit_error`` and
-    ``top1_agreement`` against the Keras model's per-frame logits on the whole clip, with
+    ``top1_agreement`` against the Keras model's per-frame logits (``streaming.reference``:
+    computed frame by frame with the delta states carried, in bounded memory), with
     ``frames_over_1e-4``/``first_frame_over_1e-4`` as in ``streaming.bench`` (``.keras`` models
     only; ``null`` for a bundle, with a note), and ``layers``: per MAC layer ``name``,
     ``type``, ``macs_dense``, ``temporal_density`` (non-zero input deltas / input elements),
@@ -38,10 +41,7 @@ dense first pass every stream pays once, is in the CSVs but not in the means).
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
 import os
 import platform
@@ -52,115 +52,127 @@ from pathlib import Path
 
 import numpy as np
 
+from streaming.report_render import PLOTS, TIMING_NOTE, format_text_table, layer_table, make_plots, render_html, summary_table
 from training.cli import ArgumentParser, CliError, fail, positive_int
 
 PROG = "python -m streaming.report"
-PLOTS = {"density_heatmap.png": "Per-layer MAC density (executed / dense MACs), frames x layers",
-         "timeline.png": "MAC density and latency over time",
-         "layer_macs.png": "Dense vs executed MACs per layer (mean per frame, frames after the first)"}
-TIMING_NOTE = ("wall-clock medians measured on this machine (delta engine over the frames after the first, "
-               "dense engine over all frames, same threads, after warm-up, interleaved blocks); "
-               "they vary with hardware and load")
-
-
 @dataclass
 class ModelRun:
-    """One model's pass over the frames."""
+    """One model's passes over the frames; per-frame results are stacked arrays (``finish``)."""
 
     label: str
     path: str
     kind: str
     engine: object
+    keras: object = None   # streaming.reference.KerasReference of a .keras model, else None
+    dense: object = None
+    profiled: object = None
+    # per frame (rows) and per frame x MAC layer, after finish()
+    index: np.ndarray = None
+    keyframe: np.ndarray = None
+    total_ms: np.ndarray = None
+    dense_ms: np.ndarray = None
+    executed: np.ndarray = None
+    nonzero: np.ndarray = None
+    layer_ms: np.ndarray = None
     logits: np.ndarray = None
-    stats: list = field(default_factory=list)
-    dense_ms: list = field(default_factory=list)
-    layer_ms: list = field(default_factory=list)   # per frame, from a profiled pass
-    reference: np.ndarray | None = None   # Keras per-frame logits
-    summary: dict = field(default_factory=dict)
+    reference: np.ndarray | None = None   # the Keras model's per-frame logits
+    _blocks: list = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return len(self.index)
+
+    def finish(self) -> None:
+        """Stack the blocks into the per-frame arrays."""
+        names = ("index", "keyframe", "total_ms", "dense_ms", "executed", "nonzero", "layer_ms", "logits", "reference")
+        for i, name in enumerate(names):
+            parts = [b[i] for b in self._blocks]
+            setattr(self, name, None if parts[0] is None else np.concatenate(parts))
+        self._blocks = []
 
 
 # --- running --------------------------------------------------------------------------------------
 
 
-def _open(source: str, n: int):
+def _open(source: str, n: int, repeat: int = 1):
     from streaming.sources import SourceError, open_source, quiet_backend_logs
 
     quiet_backend_logs()
     try:
-        return open_source(source, live=False, max_frames=n)
+        return open_source(source, live=False, max_frames=n, repeat=repeat)
     except SourceError as e:
         raise CliError(str(e)) from e
     except ValueError as e:
         raise CliError(f"--source {source!r}: {e}") from e
 
 
-def _read_clips(src, source: str, engines: list) -> dict[tuple, np.ndarray]:
-    """Every frame of ``src``, prepared once per distinct model input shape (raw frames are not kept)."""
-    preparers = {}
-    for e in engines:
-        preparers.setdefault(tuple(e.input_shape), e.prepare)
-    clips = {shape: [] for shape in preparers}
+def _blocks(src, size: int, first: int):
+    """Raw frames of ``src`` in lists of ``size`` (the first list holds ``first``); nothing else is kept."""
+    block, want = [], first
     for frame in src:
-        for shape, prepare in preparers.items():
-            clips[shape].append(prepare(frame.image))
-    n = len(next(iter(clips.values())))
-    if n < 2:
-        raise CliError(f"--source {source!r}: need at least 2 frames, got {n}")
-    return {shape: np.stack(frames) for shape, frames in clips.items()}
+        block.append(frame.image)
+        if len(block) == want:
+            yield block
+            block, want = [], size
+    if block:
+        yield block
 
 
-def _load(path: str, label: str, threads: int | None, keyframe_interval: int | None) -> tuple[ModelRun, object]:
+def _load(path: str, label: str, threads: int | None, keyframe_interval: int | None) -> ModelRun:
     from streaming.model_io import engine_from_keras_model, load_bundle_engine, load_keras_model, model_kind
 
     kw = dict(threads=threads, keyframe_interval=keyframe_interval)
     if model_kind(path) == "keras":
+        from streaming.reference import KerasReference
+
         keras_model = load_keras_model(path)
-        return ModelRun(label, path, "keras", engine_from_keras_model(keras_model, path, **kw)), keras_model
-    return ModelRun(label, path, "bundle", load_bundle_engine(path, **kw)), None
+        return ModelRun(label, path, "keras", engine_from_keras_model(keras_model, path, **kw), KerasReference(keras_model))
+    return ModelRun(label, path, "bundle", load_bundle_engine(path, **kw))
 
 
-PASSES = 3   # delta, dense, profiled delta
+PASSES = 3   # delta, dense, profiled delta (and the Keras reference of a .keras model)
 
 
-def _run_engines(run: ModelRun, clip: np.ndarray, threads: int | None, warmup: int, block: int, bar) -> None:
-    """Delta and dense engine over ``clip``, interleaved in blocks so load drift hits both alike;
-    then a profiled delta pass for the per-layer times (the fast path does not time layers)."""
+def _start(run: ModelRun, threads: int | None, warmup_frames: list) -> None:
+    """Build the dense and profiled engines and compile everything before the first timed frame."""
     from streaming.engine import DeltaEngine
 
-    delta = run.engine
-    dense = DeltaEngine(delta.plan, mode="dense", threads=threads)
-    delta.warmup()
-    for f in clip[: max(1, warmup)]:
-        dense.step(f)
-    dense.reset()
-    logits = []
-    for b0 in range(0, len(clip), block):
-        for f in clip[b0:b0 + block]:
-            out, s = delta.step(f)
-            logits.append(out)
-            run.stats.append(s)
-            bar.update(1)
-        for f in clip[b0:b0 + block]:
-            run.dense_ms.append(dense.step(f)[1].total_ms)
-            bar.update(1)
-    run.logits = np.stack(logits)
-    if getattr(delta, "profile", True):   # already timed per layer (or an engine without the option)
-        run.layer_ms = [s.layer_ms for s in run.stats]
-        bar.update(len(clip))
-        return
-    profiled = delta.clone(profile=True)
-    profiled.warmup()
-    for f in clip:
-        run.layer_ms.append(profiled.step(f)[1].layer_ms)
-        bar.update(1)
+    run.dense = DeltaEngine(run.engine.plan, mode="dense", threads=threads)
+    run.engine.warmup()
+    for f in warmup_frames:
+        run.dense.step(f)
+    run.dense.reset()
+    # the fast path does not time layers: a second, profiled delta engine does (unless this one is)
+    run.profiled = None if getattr(run.engine, "profile", True) else run.engine.clone(profile=True)
+    if run.profiled is not None:
+        run.profiled.warmup()
 
 
-def _keras_reference(keras_model, clip: np.ndarray) -> np.ndarray:
-    import deltanet
-    from training.cli import quiet_stderr_fd
-
-    with quiet_stderr_fd():
-        return deltanet.frame_logits_model(keras_model).predict(clip[None].astype(np.float32), verbose=0, batch_size=1)[0]
+def _run_block(run: ModelRun, raw: list, bar) -> None:
+    """One block of frames through every pass, in turn, so that load drift hits the delta and the
+    dense engine alike; the results are kept as one block of rows."""
+    frames = [run.engine.prepare(f) for f in raw]
+    stats, logits = [], []
+    for f in frames:
+        out, st = run.engine.step(f)
+        logits.append(out)
+        stats.append(st)
+    bar.update(len(frames))
+    dense_ms = [run.dense.step(f)[1].total_ms for f in frames]
+    bar.update(len(frames))
+    layer_ms = [run.profiled.step(f)[1].layer_ms for f in frames] if run.profiled is not None else [s.layer_ms for s in stats]
+    bar.update(len(frames))
+    reference = None
+    if run.keras is not None:
+        reference = np.stack([run.keras.step(f) for f in frames]).astype(np.float32)
+        bar.update(len(frames))
+    run._blocks.append((
+        np.array([s.index for s in stats], np.int64), np.array([s.keyframe for s in stats], bool),
+        np.array([s.total_ms for s in stats]), np.array(dense_ms),
+        np.stack([s.executed_macs for s in stats]).astype(np.int64), np.stack([s.nonzero_deltas for s in stats]).astype(np.int64),
+        np.stack(layer_ms).astype(np.float32), np.stack(logits).astype(np.float32), reference,
+    ))
 
 
 def _machine() -> str:
@@ -184,13 +196,10 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
 
     e = run.engine
     dense_macs = e.dense_macs.astype(np.float64)
-    executed = np.stack([s.executed_macs for s in run.stats]).astype(np.float64)
-    nonzero = np.stack([s.nonzero_deltas for s in run.stats]).astype(np.float64)
-    layer_ms = np.stack(run.layer_ms)
     later = slice(1, None)   # frames after the first (frame 0 is the dense keyframe)
-    mac_density = density.mac_density(dense_macs, executed[later].mean(axis=0) / dense_macs)
-    delta_ms = np.array([s.total_ms for s in run.stats[1:]])
-    dense_ms = np.array(run.dense_ms)
+    executed = run.executed[later].astype(np.float64)
+    mac_density = density.mac_density(dense_macs, executed.mean(axis=0) / dense_macs)
+    delta_ms = run.total_ms[later]
     steps = e.plan.mac_steps()
     layers = []
     for i, name in enumerate(e.layer_names):
@@ -198,10 +207,10 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
             "name": name,
             "type": steps[i]["op"],
             "macs_dense": int(e.dense_macs[i]),
-            "temporal_density": float(nonzero[later, i].mean() / e.input_elements[i]),
-            "mac_density": float(executed[later, i].mean() / dense_macs[i]),
-            "executed_macs": float(executed[later, i].mean()),
-            "ms": float(np.median(layer_ms[later, i])),
+            "temporal_density": float(run.nonzero[later, i].mean() / e.input_elements[i]),
+            "mac_density": float(executed[:, i].mean() / dense_macs[i]),
+            "executed_macs": float(executed[:, i].mean()),
+            "ms": float(np.median(run.layer_ms[later, i])),
         })
     out = {
         "model": run.path,
@@ -209,22 +218,22 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
         "kind": run.kind,
         "source": str(source),
         "input_shape": list(e.input_shape),
-        "frames": len(run.stats),
-        "keyframes": int(sum(s.keyframe for s in run.stats)),
+        "frames": run.frames,
+        "keyframes": int(run.keyframe.sum()),
         "mac_density": mac_density,
         "theoretical_speedup": density.theoretical_speedup(mac_density),
-        "speedup_vs_dense_engine": float(np.median(dense_ms) / np.median(delta_ms)),
+        "speedup_vs_dense_engine": float(np.median(run.dense_ms) / np.median(delta_ms)),
         "timing": {
             "measured_on": _machine(),
             "threads": threads_used,
             "delta_ms_median": float(np.median(delta_ms)),
             "delta_ms_mean": float(delta_ms.mean()),
-            "dense_ms_median": float(np.median(dense_ms)),
-            "dense_ms_mean": float(dense_ms.mean()),
+            "dense_ms_median": float(np.median(run.dense_ms)),
+            "dense_ms_mean": float(run.dense_ms.mean()),
             "note": TIMING_NOTE,
         },
         "dense_macs_per_frame": int(e.dense_macs.sum()),
-        "executed_macs_per_frame": float(executed[later].sum(axis=1).mean()),
+        "executed_macs_per_frame": float(executed.sum(axis=1).mean()),
         "max_rel_logit_error": None,
         "frames_over_1e-4": None,
         "first_frame_over_1e-4": None,
@@ -232,14 +241,15 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
         "layers": layers,
     }
     if run.reference is not None:
-        ref = run.reference
+        ref = run.reference.astype(np.float64)
         err = np.abs(run.logits - ref).max(axis=1) / np.maximum(np.abs(ref).max(axis=1), 1e-12)
         out["max_rel_logit_error"] = float(err.max())
         # float32 decision flips (see docs/STATUS.md) show up as a jump that then persists
         out["frames_over_1e-4"] = int(np.sum(err > 1e-4))
         out["first_frame_over_1e-4"] = int(np.argmax(err > 1e-4)) if np.any(err > 1e-4) else None
         out["top1_agreement"] = float(np.mean(run.logits.argmax(1) == ref.argmax(1)))
-        out["reference"] = "Keras model's per-frame logits (deltanet.frame_logits_model) on the whole clip"
+        out["reference"] = ("the Keras model's per-frame logits, frame by frame with its delta states carried "
+                            "(deltanet.stream_model.stateful_frame_model)")
     else:
         out["reference"] = "none: the model is a bundle (no Keras model to compare with)"
     return out
@@ -248,202 +258,44 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def frame_rows(run: ModelRun) -> list[dict]:
+def frame_rows(run: ModelRun):
+    """The frames.csv rows of one model (a generator: an hour of video is not held as dicts)."""
     from deltanet.density import mac_density
 
     e = run.engine
     labels = _labels(e)
-    probs = _softmax_rows(run.logits.astype(np.float64))
-    rows = []
-    for s, p, dms in zip(run.stats, probs, run.dense_ms):
+    dense_total = int(e.dense_macs.sum())
+    for t in range(run.frames):
+        p = _softmax_rows(run.logits[t:t + 1].astype(np.float64))[0]
         k = int(p.argmax())
-        rows.append({
-            "model": run.label, "frame": s.index, "keyframe": int(s.keyframe),
-            "mac_density": mac_density(e.dense_macs, s.executed_macs / e.dense_macs),
-            "executed_macs": int(s.executed_macs.sum()), "dense_macs": int(e.dense_macs.sum()),
-            "latency_ms": float(s.total_ms), "dense_ms": float(dms), "top1": labels[k], "score": float(p[k]),
-        })
-    return rows
+        yield {
+            "model": run.label, "frame": int(run.index[t]), "keyframe": int(run.keyframe[t]),
+            "mac_density": mac_density(e.dense_macs, run.executed[t] / e.dense_macs),
+            "executed_macs": int(run.executed[t].sum()), "dense_macs": dense_total,
+            "latency_ms": float(run.total_ms[t]), "dense_ms": float(run.dense_ms[t]), "top1": labels[k], "score": float(p[k]),
+        }
 
 
-def layer_rows(run: ModelRun) -> list[dict]:
+def layer_rows(run: ModelRun):
+    """The layers.csv rows of one model (a generator)."""
     e = run.engine
     types = [s["op"] for s in e.plan.mac_steps()]
-    rows = []
-    for s, ms in zip(run.stats, run.layer_ms):
+    for t in range(run.frames):
         for i, name in enumerate(e.layer_names):
-            rows.append({
-                "model": run.label, "frame": s.index, "keyframe": int(s.keyframe), "layer_index": i, "layer": name,
-                "type": types[i], "nonzero_deltas": int(s.nonzero_deltas[i]), "input_elements": int(e.input_elements[i]),
-                "temporal_density": float(s.nonzero_deltas[i] / e.input_elements[i]),
-                "executed_macs": int(s.executed_macs[i]), "dense_macs": int(e.dense_macs[i]),
-                "mac_density": float(s.executed_macs[i] / e.dense_macs[i]), "ms": float(ms[i]),
-            })
-    return rows
+            yield {
+                "model": run.label, "frame": int(run.index[t]), "keyframe": int(run.keyframe[t]), "layer_index": i,
+                "layer": name, "type": types[i], "nonzero_deltas": int(run.nonzero[t, i]),
+                "input_elements": int(e.input_elements[i]),
+                "temporal_density": float(run.nonzero[t, i] / e.input_elements[i]),
+                "executed_macs": int(run.executed[t, i]), "dense_macs": int(e.dense_macs[i]),
+                "mac_density": float(run.executed[t, i] / e.dense_macs[i]), "ms": float(run.layer_ms[t, i]),
+            }
 
 
 def _labels(engine) -> list[str]:
     from streaming.live import class_labels
 
     return class_labels(engine)
-
-
-SUMMARY_ROWS = (
-    ("frames", "frames", "{:d}"),
-    ("MAC density (frames after the first)", "mac_density", "{:.4f}"),
-    ("theoretical speedup (1 / MAC density)", "theoretical_speedup", "{:.1f}x"),
-    ("measured speedup vs dense engine (this machine)", "speedup_vs_dense_engine", "{:.2f}x"),
-    ("delta engine median ms", ("timing", "delta_ms_median"), "{:.3f}"),
-    ("dense engine median ms", ("timing", "dense_ms_median"), "{:.3f}"),
-    ("max relative logit error vs Keras", "max_rel_logit_error", "{:.2e}"),
-    ("frames with relative error > 1e-4", "frames_over_1e-4", "{:d}"),
-    ("top-1 agreement with Keras", "top1_agreement", "{:.3f}"),
-    ("dense MACs per frame", "dense_macs_per_frame", "{:,d}"),
-    ("MAC layers", "layers", None),
-)
-
-
-def _cell(summary: dict, key, fmt) -> str:
-    v = summary[key[0]][key[1]] if isinstance(key, tuple) else summary[key]
-    if fmt is None:
-        return str(len(v))
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "n/a"
-    return "inf" if isinstance(v, float) and np.isinf(v) else fmt.format(v)
-
-
-def summary_table(summaries: list[dict]) -> list[list[str]]:
-    head = ["", *[s["label"] for s in summaries]]
-    return [head] + [[name, *[_cell(s, key, fmt) for s in summaries]] for name, key, fmt in SUMMARY_ROWS]
-
-
-def layer_table(summary: dict) -> list[list[str]]:
-    rows = [["layer", "type", "dense MACs", "temporal density", "MAC density", "ms (median)"]]
-    for lay in summary["layers"]:
-        rows.append([lay["name"], lay["type"], f"{lay['macs_dense']:,d}", f"{lay['temporal_density']:.4f}",
-                     f"{lay['mac_density']:.4f}", f"{lay['ms']:.4f}"])
-    return rows
-
-
-def format_text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-# --- plots ----------------------------------------------------------------------------------------
-
-
-def make_plots(runs: list[ModelRun]) -> dict[str, bytes]:
-    """PNG bytes of each plot in ``PLOTS``; each model gets its own panel or line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import PowerNorm
-    from matplotlib.ticker import PercentFormatter
-
-    pngs = {}
-
-    def save(fig, name):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        pngs[name] = buf.getvalue()
-
-    # frames x layers heatmap, one panel per model
-    n = len(runs)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n + 1.2, 4.2), squeeze=False, constrained_layout=True)
-    im = None
-    for ax, r in zip(axes[0], runs):
-        dens = np.stack([s.executed_macs / r.engine.dense_macs for s in r.stats]).T  # layers x frames
-        # square-root colour scale: 1% and 5% stay apart, and so do 40% and 85%
-        im = ax.imshow(dens, aspect="auto", interpolation="nearest", cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
-        names = r.engine.layer_names
-        step = max(1, len(names) // 24)
-        ax.set_yticks(range(0, len(names), step), [names[i] for i in range(0, len(names), step)], fontsize=7)
-        ax.set_xlabel("frame")
-        ax.set_title(r.label, fontsize=10)
-    cb = fig.colorbar(im, ax=axes[0].tolist(), label="MAC density (square-root scale)")
-    cb.set_ticks([0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0])
-    cb.ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    save(fig, "density_heatmap.png")
-
-    # density and latency over time
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 5.2), sharex=True, constrained_layout=True)
-    for i, r in enumerate(runs):
-        c = f"C{i}"
-        d = [float(s.executed_macs.sum() / r.engine.dense_macs.sum()) for s in r.stats]
-        a1.plot(range(len(d)), d, color=c, lw=1.2, label=r.label)
-        a2.plot(range(len(d)), [s.total_ms for s in r.stats], color=c, lw=1.2, label=f"{r.label}: delta engine")
-        a2.plot(range(len(d)), r.dense_ms, color=c, lw=1, ls="--", alpha=0.8, label=f"{r.label}: dense engine")
-    a1.set_ylim(0, 1.03)
-    a1.yaxis.set_major_formatter(PercentFormatter(1.0))
-    a1.set_ylabel("MAC density")
-    a1.legend(fontsize=8)
-    a1.grid(alpha=0.3)
-    a2.set_ylabel("ms per frame (this machine)")
-    a2.set_xlabel("frame")
-    a2.set_yscale("log")
-    a2.legend(fontsize=8)
-    a2.grid(alpha=0.3)
-    save(fig, "timeline.png")
-
-    # dense vs executed MACs per layer
-    fig, axes = plt.subplots(n, 1, figsize=(9, 3.6 * n), squeeze=False, constrained_layout=True)
-    for ax, r in zip(axes[:, 0], runs):
-        e = r.engine
-        executed = np.stack([s.executed_macs for s in r.stats[1:]]).mean(axis=0)
-        x = np.arange(len(e.layer_names))
-        ax.bar(x - 0.2, e.dense_macs, 0.4, label="dense", color="0.6")
-        ax.bar(x + 0.2, np.where(executed > 0, executed, np.nan), 0.4, label="executed (mean)", color="C2")
-        ax.set_yscale("log")
-        for xi in x[executed == 0]:   # nothing to draw on a log axis: say it
-            ax.annotate("0", (xi + 0.2, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
-                        ha="center", fontsize=8, color="C2")
-        ax.set_xticks(x, e.layer_names, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("MACs per frame")
-        ax.set_title(r.label, fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    save(fig, "layer_macs.png")
-    return pngs
-
-
-# --- HTML -----------------------------------------------------------------------------------------
-
-
-def _html_table(rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def render_html(report: dict, summaries: list[dict], pngs: dict[str, bytes]) -> str:
-    css = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}"
-           "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}"
-           "td:not(:first-child){text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f2f2}"
-           "img{max-width:100%;border:1px solid #ddd}.note{color:#666;font-size:13px}")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>deltanet sparsity report</title><style>{css}</style></head><body>",
-             "<h1>deltanet sparsity report</h1>",
-             f"<p>Source <code>{html.escape(report['source'])}</code>, {report['frames']} frames. "
-             + " ".join(f"{html.escape(s['label'])}: <code>{html.escape(s['model'])}</code>." for s in summaries) + "</p>",
-             "<h2>Summary</h2>", _html_table(summary_table(summaries)),
-             f"<p class='note'>Timing: {html.escape(TIMING_NOTE)}. Machine: {html.escape(summaries[0]['timing']['measured_on'])}, "
-             f"{summaries[0]['timing']['threads']} engine thread(s). Densities exclude frame 0 (the dense first pass).</p>"]
-    for s in summaries:
-        if s["max_rel_logit_error"] is None:
-            parts.append(f"<p class='note'>{html.escape(s['label'])}: logit error not measured ({html.escape(s['reference'])}).</p>")
-    for name, title in PLOTS.items():
-        data = base64.b64encode(pngs[name]).decode("ascii")
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    for s in summaries:
-        parts.append(f"<h2>Layers: {html.escape(s['label'])}</h2>")
-        parts.append(_html_table(layer_table(s)))
-    parts.append("<p class='note'>Per-frame and per-layer numbers: frames.csv, layers.csv and report.json next to this page.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -469,12 +321,21 @@ def _json_safe(x):
     return x
 
 
-def _csv_text(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+def _write_csv(path: Path, rows) -> None:
+    """Rows (dicts, any iterable) to ``path``, streamed, through a temporary name (atomic)."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = None
+            for row in rows:
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(row), lineterminator="\n")
+                    writer.writeheader()
+                writer.writerow(row)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _labels_for(paths: list[str]) -> list[str]:
@@ -487,9 +348,14 @@ def _labels_for(paths: list[str]) -> list[str]:
 
 
 def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: str | None = None, threads: int | None = 1,
-        warmup: int = 10, block: int = 25, keyframe_interval: int | None = None, progress: bool = True,
+        warmup: int = 10, block: int = 25, keyframe_interval: int | None = None, repeat: int = 1, progress: bool = True,
         out=None) -> dict:
-    """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``."""
+    """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``.
+
+    The source is read once, ``block`` frames at a time, each block going through every pass
+    of every model (delta, dense, profiled delta, the Keras reference): memory does not grow
+    with the frames beyond the per-frame results (a few hundred bytes per frame and layer).
+    """
     from tqdm import tqdm
 
     from streaming.model_io import model_kind
@@ -501,28 +367,26 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
     out_path = Path(out_dir)
     if out_path.exists() and not out_path.is_dir():
         raise CliError(f"--out: {out_dir!r} exists and is not a folder")
-    src = _open(source, frames)   # a bad source fails before the (slow) model loading
+    src = _open(source, frames, repeat)   # a bad source fails before the (slow) model loading
     try:
-        runs, keras_models = [], []
-        for p, label in zip(paths, _labels_for(paths)):
-            r, km = _load(p, label, threads, keyframe_interval)
-            runs.append(r)
-            keras_models.append(km)
-        clips = _read_clips(src, source, [r.engine for r in runs])
+        runs = [_load(p, label, threads, keyframe_interval) for p, label in zip(paths, _labels_for(paths))]
+        import numba
+
+        threads_used = int(numba.get_num_threads())
+        passes = sum(PASSES + (r.keras is not None) for r in runs)
+        with tqdm(total=passes * frames, desc="report", unit="frame", file=sys.stderr, disable=not progress,
+                  mininterval=0.5) as bar:
+            for i, raw in enumerate(_blocks(src, block, max(block, warmup))):
+                for r in runs:
+                    if i == 0:
+                        _start(r, threads, [r.engine.prepare(f) for f in raw[:warmup]])
+                    _run_block(r, raw, bar)
     finally:
         src.close()
-    n_frames = len(next(iter(clips.values())))
-    import numba
-
-    threads_used = int(numba.get_num_threads())
-    with tqdm(total=PASSES * n_frames * len(runs), desc="report", unit="frame", file=sys.stderr, disable=not progress,
-              mininterval=0.5) as bar:
-        for r, km in zip(runs, keras_models):
-            clip = clips[tuple(r.engine.input_shape)]
-            bar.set_postfix_str(r.label)
-            _run_engines(r, clip, threads, warmup, block, bar)
-            if km is not None:
-                r.reference = _keras_reference(km, clip)
+    if not runs[0]._blocks or sum(len(b[0]) for b in runs[0]._blocks) < 2:
+        raise CliError(f"--source {source!r}: need at least 2 frames, got {sum(len(b[0]) for b in runs[0]._blocks)}")
+    for r in runs:
+        r.finish()
     summaries = [summarize(r, source, threads_used) for r in runs]
     report = dict(summaries[0])
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -533,11 +397,9 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
         report["compare"] = summaries[1]
 
     out_path.mkdir(parents=True, exist_ok=True)
-    fr = [row for r in runs for row in frame_rows(r)]
-    lr = [row for r in runs for row in layer_rows(r)]
     pngs = make_plots(runs)
-    _write_atomic(out_path / "frames.csv", _csv_text(fr))
-    _write_atomic(out_path / "layers.csv", _csv_text(lr))
+    _write_csv(out_path / "frames.csv", (row for r in runs for row in frame_rows(r)))
+    _write_csv(out_path / "layers.csv", (row for r in runs for row in layer_rows(r)))
     for name, data in pngs.items():
         _write_atomic(out_path / name, data)
     _write_atomic(out_path / "report.html", render_html(report, summaries, pngs))
@@ -552,6 +414,8 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
 
 
 def build_parser() -> ArgumentParser:
+    from streaming.live import repeat_arg
+
     p = ArgumentParser(prog=PROG, description="Sparsity report of a delta model on a video: JSON, CSV, PNG plots and one HTML page.")
     p.add_argument("--model", required=True, help="a trained clip model (.keras) or a bundle (directory or file)")
     p.add_argument("--source", required=True, help="a video file (read in order) or any streaming.sources spec, e.g. synthetic:")
@@ -562,6 +426,7 @@ def build_parser() -> ArgumentParser:
                    help="numba threads for both engines (default 1: the parallel kernels only pay off on large layers)")
     p.add_argument("--warmup", type=positive_int, default=10, help="dense-engine warm-up frames (default 10)")
     p.add_argument("--keyframe-interval", type=positive_int, default=None, help="dense refresh every N frames (default: first frame only)")
+    p.add_argument("--repeat", type=repeat_arg, default=1, help="play the source N times, 0: endlessly (--frames still ends it; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -571,7 +436,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.model, args.source, args.out, frames=args.frames, compare=args.compare, threads=args.threads,
-            warmup=args.warmup, keyframe_interval=args.keyframe_interval, progress=not args.quiet)
+            warmup=args.warmup, keyframe_interval=args.keyframe_interval, repeat=args.repeat, progress=not args.quiet)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:

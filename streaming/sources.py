@@ -20,7 +20,11 @@ Live sources (cameras, network) run a reader thread that keeps only the newest
 frame: OpenCV's own buffering otherwise hands a slow consumer frames that are
 seconds old. Frames the reader overwrote before the consumer took them are
 counted in ``dropped``, and ``Frame.index`` (the reader's frame number) jumps.
-Files are read in order and nothing is dropped.
+Files are read in order and nothing is dropped; ``repeat=N`` plays them N times (0:
+endlessly). A live reader counts what it survives (``FrameSource.counters()``): frames the
+decoder rejected on a healthy connection (``corrupt``, no reconnect), reads that hit the read
+timeout (``stalls``, reopened at once), reopenings of a lost stream (``reconnects``) and
+resolution changes (``size_changes``; frames are resized to the first size).
 
 MJPEG over HTTP needs no hint: FFmpeg picks its ``mpjpeg`` demuxer from the
 server's ``Content-Type: multipart/x-mixed-replace`` header, whatever the URL
@@ -121,7 +125,7 @@ def _parse_synthetic(spec: str) -> tuple[SyntheticVideo, int | None, bool]:
 
 
 def open_source(spec: str | int | os.PathLike, *, size: tuple[int, int] | None = None, timeout_s: float = 5.0,
-                max_frames: int | None = None, live: bool | None = None, reconnect_attempts: int = 5,
+                max_frames: int | None = None, live: bool | None = None, repeat: int = 1, reconnect_attempts: int = 5,
                 reconnect_timeout_s: float = 30.0, backoff_s: float = 0.5, backoff_max_s: float = 8.0,
                 rtsp_transport: str | None = "tcp") -> FrameSource:
     """Open a camera, video file, network stream or synthetic video as a :class:`FrameSource`.
@@ -138,6 +142,10 @@ def open_source(spec: str | int | os.PathLike, *, size: tuple[int, int] | None =
         backend supports one); also bounds ``close()``.
     max_frames : int, optional
         End after delivering this many frames.
+    repeat : int
+        Files, image sequences, synthetic video and URLs read in order: play the input this
+        many times (0: endlessly), e.g. a demo loop or a soak test. Indices and timestamps
+        keep counting. Live sources are not repeated (they reconnect instead).
     live : bool, optional
         Override the default: cameras (always) and streams are live (newest frame only), files
         and synthetic video are read in order. ``live=True`` on a file plays it at its fps with
@@ -159,9 +167,12 @@ def open_source(spec: str | int | os.PathLike, *, size: tuple[int, int] | None =
     """
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise ValueError(f"size must be (W, H) with positive entries, got {size!r}")
+    if repeat < 0:
+        raise ValueError(f"repeat must be >= 0 (0: endlessly), got {repeat!r}")
     shaper = _Shaper(tuple(int(s) for s in size) if size else None)
     live_kw = dict(reconnect_attempts=reconnect_attempts, reconnect_timeout_s=reconnect_timeout_s,
-                   backoff_s=backoff_s, backoff_max_s=backoff_max_s, join_timeout_s=2 * timeout_s + 1.0)
+                   backoff_s=backoff_s, backoff_max_s=backoff_max_s, join_timeout_s=2 * timeout_s + 1.0,
+                   read_timeout_s=timeout_s)
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
     if isinstance(text, str) and not text.strip():
         raise SourceError("empty source spec: give a camera index, file, URL or synthetic:")
@@ -176,10 +187,10 @@ def open_source(spec: str | int | os.PathLike, *, size: tuple[int, int] | None =
     if text.lower().startswith(_SYNTH_PREFIXES):
         video, frames, synth_live = _parse_synthetic(text)
         shaper.bgr = False
-        if live if live is not None else synth_live:
-            return _LiveSource(text, lambda stop: _Paced(_SynthCapture(video, frames), video.fps, stop), shaper,
-                               max_frames, **{**live_kw, "reconnect_attempts": 0})
-        return _OrderedSource(text, _SynthCapture(video, frames), shaper, max_frames)
+        paced = live if live is not None else synth_live
+        ordered = _OrderedSource(text, lambda: _SynthCapture(video, frames), shaper, None if paced else max_frames,
+                                 repeat)
+        return _paced(ordered, video.fps, max_frames, live_kw) if paced else ordered
     if "://" in text:
         scheme = urlsplit(text).scheme.lower()
         if scheme == "file":
@@ -188,7 +199,8 @@ def open_source(spec: str | int | os.PathLike, *, size: tuple[int, int] | None =
             raise SourceError(f"unsupported URL scheme {scheme!r} in {_redact(text)!r}; "
                               f"supported: {', '.join(NETWORK_SCHEMES)}")
         elif live is False:
-            return _OrderedSource(_redact(text), _open_ffmpeg(text, timeout_s, rtsp_transport), shaper, max_frames)
+            return _OrderedSource(_redact(text), lambda: _open_ffmpeg(text, timeout_s, rtsp_transport), shaper,
+                                  max_frames, repeat)
         else:
             return _LiveSource(_redact(text), lambda stop: _open_ffmpeg(text, timeout_s, rtsp_transport), shaper,
                                max_frames, **live_kw)
@@ -200,14 +212,21 @@ def open_source(spec: str | int | os.PathLike, *, size: tuple[int, int] | None =
             raise SourceError(f"cannot open video file {text!r}: not a file")
         if path.stat().st_size == 0:
             raise SourceError(f"cannot open video file {text!r}: empty file")
+    ordered = _OrderedSource(text, lambda: _open_file(text), shaper, None if live else max_frames, repeat)
+    return _paced(ordered, ordered.fps or 30.0, max_frames, live_kw) if live else ordered
+
+
+def _open_file(text: str) -> cv2.VideoCapture:
     try:
         cap = cv2.VideoCapture(text)
     except cv2.error:
         cap = None
     if cap is None or not cap.isOpened():
         raise SourceError(f"cannot open video file {text!r}: not a readable video")
-    if live:
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        return _LiveSource(text, lambda stop: _Paced(cap, fps if fps > 0 else 30.0, stop), shaper, max_frames,
-                           **{**live_kw, "reconnect_attempts": 0})
-    return _OrderedSource(text, cap, shaper, max_frames)
+    return cap
+
+
+def _paced(ordered: _OrderedSource, fps: float, max_frames: int | None, live_kw: dict) -> _LiveSource:
+    """An in-order source played at ``fps`` like a camera (newest frame only), from the first ``read()``."""
+    return _LiveSource(ordered.name, lambda stop: _Paced(ordered, fps, stop), _Shaper(ordered.size, bgr=False),
+                       max_frames, **{**live_kw, "reconnect_attempts": 0, "read_timeout_s": None}, paced=True)

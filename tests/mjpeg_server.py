@@ -18,6 +18,12 @@ Knobs for failure tests:
   send nothing more (a stream that hangs rather than closes).
 * ``resize_after``: from that server frame on, frames are ``alt_size``
   (a camera that changes resolution mid-stream).
+* ``stall_s``: with ``stall_after``, the silence lasts this many seconds, then every
+  connection (the open one and new ones) streams again (a stall followed by recovery).
+* ``corrupt_frames``: ``(first, count)``: those server frames are sent as random bytes of a
+  JPEG's length (a burst of frames the decoder rejects; the connection stays up).
+* ``port``: listen on this port (e.g. the port of a server that was stopped: a server that
+  closes and comes back).
 * ``stop()``: shut the server down and cut any stream in progress.
 
 ``StaticServer`` serves a folder (an HLS playlist and its segments) the same way.
@@ -92,11 +98,14 @@ class MJPEGServer:
     """
 
     def __init__(self, size=(160, 120), fps: float = 30.0, frames_per_connection=None,
-                 max_connections=None, stall_after=None, resize_after=None, alt_size=(320, 240), quality: int = 90):
+                 max_connections=None, stall_after=None, resize_after=None, alt_size=(320, 240), quality: int = 90,
+                 stall_s=None, corrupt_frames=None, port: int = 0):
         self.size, self.fps = tuple(size), float(fps)
         self.frames_per_connection = frames_per_connection
         self.max_connections = max_connections
-        self.stall_after = stall_after
+        self.stall_after, self.stall_s = stall_after, stall_s
+        self._stall_until = None    # monotonic time the stall ends (set when it starts)
+        self.corrupt_frames = corrupt_frames
         self.resize_after, self.alt_size = resize_after, tuple(alt_size)
         self.quality = quality
         self.frames_sent = 0        # over all connections; also the counter drawn in frames
@@ -115,7 +124,7 @@ class MJPEGServer:
             def do_GET(self):
                 server._serve(self)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         # FFmpeg needs no hint for multipart MJPEG (it probes the Content-Type), but the
@@ -150,6 +159,17 @@ class MJPEGServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _stalled(self) -> bool:
+        """True while the stall lasts (it starts when ``stall_after`` frames were sent)."""
+        with self._lock:
+            if self.stall_after is None or self.frames_sent < self.stall_after:
+                return False
+            if self.stall_s is None:
+                return True
+            if self._stall_until is None:
+                self._stall_until = time.monotonic() + self.stall_s
+            return time.monotonic() < self._stall_until
+
     # -- one request ---------------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -168,9 +188,12 @@ class MJPEGServer:
             while not self._stopping.is_set():
                 if self.frames_per_connection is not None and sent >= self.frames_per_connection:
                     break
-                if self.stall_after is not None and self.frames_sent >= self.stall_after:
-                    self._stopping.wait()   # hold the connection open, silent, until stop()
-                    break
+                if self._stalled():
+                    if self.stall_s is None:
+                        self._stopping.wait()   # hold the connection open, silent, until stop()
+                        break
+                    self._stopping.wait(max(0.0, self._stall_until - time.monotonic()))
+                    continue
                 with self._lock:
                     n = self.frames_sent
                     self.frames_sent += 1
@@ -178,6 +201,8 @@ class MJPEGServer:
                 img = make_frame(n, self.alt_size if big else self.size)
                 ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 data = jpg.tobytes()
+                if self.corrupt_frames and 0 <= n - self.corrupt_frames[0] < self.corrupt_frames[1]:
+                    data = np.random.default_rng(n).integers(0, 256, len(data), dtype=np.uint8).tobytes()
                 h.wfile.write(
                     (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                      f"Content-Length: {len(data)}\r\n\r\n").encode() + data + b"\r\n")

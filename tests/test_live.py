@@ -177,6 +177,27 @@ def test_live_falls_back_to_headless_without_a_display(assets, monkeypatch):
         assert summary["headless"] and summary["frames"] == 6
 
 
+def test_a_single_connection_stream_is_opened_once_and_its_faults_counted(assets):
+    """A camera that serves one client (max_connections=1) stays open while the model loads; drops
+    count from the engine's first frame; a burst of corrupt frames is counted in the summary."""
+    from mjpeg_server import MJPEGServer
+    from streaming import live as live_mod
+
+    with MJPEGServer(size=(64, 48), fps=60, max_connections=1, corrupt_frames=(5, 4)) as srv:
+        out, err = io.StringIO(), io.StringIO()
+        summary = live_mod.run(str(assets.model), srv.url, headless=True, max_frames=12, out=out, err=err, threads=1)
+        assert srv.connections == 1
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert summary["frames"] == len(recs) == 12, err.getvalue()
+    assert recs[0]["source_index"] > 5   # the reader ran while the model loaded (and kept the newest frame)
+    first = recs[0]["source_index"]
+    # every frame the engine did not get after its first one is a drop, and only those
+    assert [r["dropped"] for r in recs] == [r["source_index"] - first - i for i, r in enumerate(recs)]
+    assert summary["dropped"] >= recs[-1]["dropped"]
+    assert summary["corrupt"] == 4 and summary["reconnects"] == 0 and summary["stalls"] == 0
+    assert "corrupt 4" in err.getvalue().strip().splitlines()[-1]
+
+
 # --- the window, for real, under Xvfb -------------------------------------------------------------
 
 

@@ -334,7 +334,7 @@ def test_frame_size_change_mid_stream_is_resized():
             assert src.reconnects >= 1
         with open_source(srv.url, size=(80, 60), max_frames=3, **FAST) as small:
             resized, _ = _drain(small, 20)
-    assert all(f.image.shape == (120, 160, 3) for f in frames)
+    assert all(f.image.shape == (120, 160, 3) for f in frames) and src.size_changes >= 1
     late = [decode_counter(f.image) for f in frames if decode_counter(f.image) >= 6]
     assert late, "no frame from after the size change arrived"
     assert all(f.image.shape == (60, 80, 3) for f in resized)
@@ -380,3 +380,74 @@ def test_close_from_another_thread_unblocks_a_waiting_reader():
         frames, elapsed = _drain(src, 10)
         assert elapsed < 5 and src.end_reason in ("closed", "stream ended")
         assert not src._thread.is_alive()
+
+
+# ------------------------------------------------- stream faults: each survived and counted
+
+def test_burst_of_corrupt_frames_is_counted_not_a_reconnect():
+    with MJPEGServer(fps=60, corrupt_frames=(10, 5)) as srv:
+        with open_source(srv.url, max_frames=25, **FAST) as src:
+            frames, _ = _drain(src, 20, on_frame=lambda n: time.sleep(0.02))   # slower than the server: keep up
+            counters = [decode_counter(f.image) for f in frames]
+            assert src.corrupt == 5 and src.reconnects == 0 and srv.connections == 1, src.counters()
+    assert not set(range(10, 15)) & set(counters) and counters[-1] >= 25
+
+
+def test_stall_longer_than_the_read_timeout_then_recovery():
+    with MJPEGServer(fps=50, stall_after=10, stall_s=2.5) as srv:
+        with open_source(srv.url, max_frames=20, timeout_s=1.0, backoff_s=0.2, backoff_max_s=0.4,
+                         reconnect_attempts=10) as src:
+            frames, elapsed = _drain(src, 30)
+            assert src.end_reason == "max_frames=20 reached" and src.stalls >= 1 and src.reconnects >= 1, src.counters()
+    assert len(frames) == 20 and decode_counter(frames[-1].image) >= 10   # frames from after the stall
+    assert elapsed >= 2.0
+
+
+def test_server_that_closes_and_comes_back():
+    srv = MJPEGServer(fps=50).start()
+    port = srv.port
+    src = open_source(srv.url, max_frames=30, timeout_s=1.0, backoff_s=0.2, backoff_max_s=0.5, reconnect_attempts=10)
+    back = []
+
+    def restart_at_10(n):
+        if n == 10:
+            srv.stop()
+            time.sleep(1.0)   # the stream is down for a second, then the same address serves again
+            back.append(MJPEGServer(fps=50, port=port).start())
+
+    try:
+        frames, _ = _drain(src, 30, on_frame=restart_at_10)
+        assert src.end_reason == "max_frames=30 reached" and src.reconnects >= 1, (src.end_reason, src.counters())
+        assert len(frames) == 30 and back[0].frames_sent > 0
+        assert decode_counter(frames[-1].image) < back[0].frames_sent   # the last frames come from the new server
+    finally:
+        src.close()
+        for s in back:
+            s.stop()
+
+
+def test_resolution_change_on_one_connection_is_survived():
+    # OpenCV's FFmpeg reader scales a mid-connection change to the stream's first size itself
+    # (so size_changes cannot see it); a change across a reconnect is counted (test above)
+    with MJPEGServer(size=(160, 120), fps=60, resize_after=8, alt_size=(320, 240)) as srv:
+        with open_source(srv.url, max_frames=20, **FAST) as src:
+            frames, _ = _drain(src, 20, on_frame=lambda n: time.sleep(0.02))
+            assert src.reconnects == 0 and src.corrupt == 0, src.counters()
+    assert all(f.image.shape == (120, 160, 3) for f in frames)
+    assert max(decode_counter(f.image) for f in frames) >= 12
+
+
+def test_repeat_plays_a_file_several_times(tmp_path):
+    p = tmp_path / "clip.avi"
+    _write_avi(p, 7)
+    with open_source(str(p), repeat=3) as src:
+        frames, _ = _drain(src, 20)
+        assert src.passes == 3 and src.end_reason == "end of input"
+    assert [f.index for f in frames] == list(range(21))
+    levels = [_block_level(f) for f in frames]
+    assert levels[1:7] == levels[8:14] == levels[15:21] == list(range(1, 7))   # the same file, three times
+    assert [f.timestamp for f in frames] == pytest.approx([i / 10 for i in range(21)])
+    with open_source(str(p), repeat=0, max_frames=50) as endless:
+        assert len(_drain(endless, 20)[0]) == 50 and endless.passes == 8
+    with pytest.raises(ValueError, match="repeat"):
+        open_source(str(p), repeat=-1)

@@ -7,13 +7,13 @@ Usage::
 Formats
 -------
 
-| format       | what is written                                   | what it is for                                   | verified by                                              | tolerance (max abs err / max abs logit) |
-|--------------|---------------------------------------------------|--------------------------------------------------|----------------------------------------------------------|-----------------------------------------|
+| format       | what is written                                   | what it is for                                   | run by the check                                         | tolerance |
+|--------------|---------------------------------------------------|--------------------------------------------------|----------------------------------------------------------|-----------|
 | `keras`      | the clip model, re-saved as a `.keras` file (no optimizer) | training, `deltanet` tools, streaming converter | reloading it with `deltanet.load_model` (safe mode) and running `frame_logits_model` on the clip | 1e-5 |
 | `savedmodel` | a SavedModel folder of the per-frame model, signature `serving_default` (also callable as `.serve`) | TF Serving, TF.js, further conversion | `tf.saved_model.load(out).signatures["serving_default"]`, frame by frame, states carried | 1e-5 |
 | `tflite`     | a float32 `.tflite` flatbuffer (`TFLiteConverter.from_saved_model` on that SavedModel, no optimizations), signature `serving_default` | mobile / embedded CPU (XNNPACK) | the TFLite interpreter `ai_edge_litert.interpreter.Interpreter` (falls back to `tf.lite.Interpreter` when ai-edge-litert is not installed) through `get_signature_runner("serving_default")`, states carried by name | 1e-3 |
 | `onnx`       | an `.onnx` model (opset 17) converted by `tf2onnx.convert.from_function` | ONNX Runtime, TensorRT, OpenVINO | `onnxruntime.InferenceSession` (CPU provider), states carried | 1e-4 |
-| `bundle`     | a folder: `manifest.json` (versioned, schema-checked) + `weights.npz` (no pickle) | the CPU delta runtime without TensorFlow (`streaming.live --model BUNDLE`) | `streaming.bundle.bundle_frame_logits`: the delta engine on the clip | 1e-4 |
+| `bundle`     | a folder: `manifest.json` (versioned, schema-checked) + `weights.npz` (no pickle) | the CPU delta runtime without TensorFlow (`streaming.live --model BUNDLE`) | the delta engine loaded from the bundle, and the one converted from the Keras model | bit for bit; 1e-4 |
 
 Every exported per-frame model has the interface of ``deltanet.stream_model.stateful_frame_model``:
 inputs ``frame`` ``(batch, H, W, 3)`` float32 (RGB, values 0..255; the model rescales) plus,
@@ -24,10 +24,15 @@ state tensors. ONNX forbids an input and an output of the same name, so there th
 states come out as ``<delta_name>_ref_out`` (feed ``X_ref_out`` back as ``X_ref``).
 
 The check: a short smooth random clip (``--frames``, default 6, ``--seed``) goes through the
-Keras clip model (``frame_logits_model``: the reference per-frame logits) and through the
-exported artifact frame by frame; the max abs error and the relative error (max abs error
-divided by the largest reference logit) are printed to stderr. If the relative error exceeds
-the format's tolerance, nothing is written at ``--out`` and the exit code is 1.
+Keras model and through the exported artifact frame by frame; what is compared, and how
+float32 threshold decisions that flip between two correct implementations are told from
+defects, is ``training.export_check`` (its docstring states the rules). In short: a stateful
+export (SavedModel, TFLite, ONNX) must equal the Keras per-frame model run from the export's
+own states to the format's tolerance, up to threshold decisions within rounding of their
+threshold; a bundle's engine must equal the engine converted from the ``.keras`` model bit
+for bit, and agree with Keras on top-1 and within the error that flips can explain. The
+figures are printed to stderr. If the check fails, nothing is written at ``--out`` and the
+exit code is 1.
 
 Writes are atomic: everything is built in a temporary sibling folder
 ``.<out name>.partial-<pid>-<random>`` next to ``--out`` and renamed into place only after the
@@ -50,9 +55,6 @@ the model), 130 interrupted. User errors are one line on stderr.
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
 import os
 import secrets
 import shutil
@@ -62,25 +64,18 @@ import zipfile
 from pathlib import Path
 
 from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int, quiet_stderr_fd
+from training.export_check import ONNX_STATE_OUT_SUFFIX, CheckFailed, check_clip, check_export, compare, describe_check  # noqa: F401
+from training.export_check import log as _log
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx", "bundle")
 #: Max allowed (max abs error / max abs reference logit) of each format's check.
 TOLERANCES = {"keras": 1e-5, "savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-4, "bundle": 1e-4}
 ONNX_OPSET = 17
-#: Suffix of the new-state outputs of an ONNX export (ONNX names must be unique in a graph).
-ONNX_STATE_OUT_SUFFIX = "_out"
 FAIL_HOOK_ENV = "DELTANET_EXPORT_FAIL_AFTER_WRITE"
 PARTIAL_MARK = ".partial-"
 PROG = "python -m training.export"
-BUNDLE_MISSING = "bundle export needs the streaming runtime (streaming.bundle)"
 
 
-class CheckFailed(Exception):
-    """The exported model does not reproduce the Keras model within the format's tolerance (exit 1)."""
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -98,111 +93,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the check clip")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return p
-
-
-# --- the check clip -----------------------------------------------------------------------------
-
-
-def check_clip(height: int, width: int, channels: int = 3, frames: int = 6, seed: int = 0):
-    """A smooth random clip ``(1, frames, height, width, channels)``, float32 integers in 0..255.
-
-    A few slowly moving random sinusoids per channel: neighbouring frames differ a little, so
-    thresholded deltas are sparse and the state of a threshold model matters.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
-    clip = np.zeros((frames, height, width, channels), np.float64)
-    for c in range(channels):
-        for _ in range(4):
-            fy, fx = rng.uniform(0.5, 3.0, 2) * 2 * np.pi
-            phase, speed, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.3), rng.uniform(20, 50)
-            for t in range(frames):
-                clip[t, :, :, c] += amp * np.sin(fy * yy + fx * xx + phase + speed * t)
-    clip = np.clip(np.rint(127.5 + clip), 0, 255)
-    return clip[None].astype("float32")
-
-
-def compare(got, reference) -> dict:
-    """``max_abs`` error and ``max_rel`` = max abs error / max abs reference (the logit scale)."""
-    import numpy as np
-
-    got = np.asarray(got, np.float64)
-    reference = np.asarray(reference, np.float64)
-    if got.shape != reference.shape:
-        raise CheckFailed(f"the export returns per-frame logits of shape {got.shape}, expected {reference.shape}")
-    max_abs = float(np.max(np.abs(got - reference))) if got.size else 0.0
-    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    return {"max_abs": max_abs, "max_rel": max_abs / max(scale, 1e-12)}
-
-
-# --- running an export frame by frame -----------------------------------------------------------
-
-
-def _run_stream(call, clip, states: dict, state_out=lambda name: name):
-    """Feed ``clip`` frame by frame to ``call(inputs dict) -> outputs dict``, carrying states."""
-    import numpy as np
-
-    from deltanet.stream_model import FRAME_INPUT, LOGITS_OUTPUT
-
-    logits = []
-    for t in range(clip.shape[1]):
-        out = call({FRAME_INPUT: clip[:, t], **states})
-        logits.append(np.asarray(out[LOGITS_OUTPUT]))
-        states = {name: np.asarray(out[state_out(name)]) for name in states}
-    return np.stack(logits, axis=1)
-
-
-def _check_keras(path, clip, **_):
-    from deltanet.models import frame_logits_model
-    from deltanet.saving import load_model
-
-    reloaded = load_model(path, compile=False)
-    return frame_logits_model(reloaded).predict(clip, verbose=0)
-
-
-def _check_savedmodel(path, clip, states, **_):
-    import tensorflow as tf
-
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return _run_stream(lambda inputs: {k: v.numpy() for k, v in serve(**inputs).items()}, clip, states)
-
-
-def _tflite_interpreter(path):
-    """The TFLite interpreter (ai_edge_litert if installed, else tf.lite) and its name."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        name = "ai_edge_litert.interpreter.Interpreter"
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter, name = tf.lite.Interpreter, "tf.lite.Interpreter"
-    with quiet_stderr_fd():
-        interpreter = Interpreter(model_path=str(path))
-    return interpreter, name
-
-
-def _check_tflite(path, clip, states, **_):
-    interpreter, name = _tflite_interpreter(path)
-    _log(f"check tflite: running the .tflite file in {name} (signature runner 'serving_default')")
-    with quiet_stderr_fd():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-        runner = interpreter.get_signature_runner("serving_default")
-        return _run_stream(lambda inputs: runner(**inputs), clip, states)
-
-
-def _check_onnx(path, clip, states, **_):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return _run_stream(
-        lambda inputs: dict(zip(names, session.run(None, inputs))),
-        clip,
-        states,
-        state_out=lambda name: name + ONNX_STATE_OUT_SUFFIX,
-    )
 
 
 # --- writers (each writes one artifact at `path`, inside the temporary folder) -----------------
@@ -281,8 +171,17 @@ def _rename_onnx_outputs(model_proto, new_names: list[str]) -> None:
             value.name = mapping[value.name]
 
 
-WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
-CHECKS = {"keras": _check_keras, "savedmodel": _check_savedmodel, "tflite": _check_tflite, "onnx": _check_onnx}
+def _write_bundle(clip_model, stream_model, path: Path, work: Path):
+    from streaming.bundle import export_bundle
+    from streaming.convert import ConversionError
+
+    try:
+        export_bundle(clip_model, path)
+    except ConversionError as e:
+        raise CliError(f"the delta runtime cannot run {clip_model.name}: {_first_line(e)}") from e
+
+
+WRITERS = {"keras": _write_keras, "bundle": _write_bundle, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
 
 
 def _first_line(e: BaseException) -> str:
@@ -375,22 +274,6 @@ def _fail_hook() -> None:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def _export_bundle(model, out: Path, work: Path) -> dict:
-    """Hand the model to the streaming runtime (``streaming.bundle``, written by the runtime's owner).
-
-    The hook: ``streaming.bundle.export_bundle(model, path)`` writes the bundle at ``path`` (here
-    inside the temporary folder; renamed into ``--out`` afterwards). If the module also
-    defines ``bundle_frame_logits(path, clip) -> (batch, time, classes)``, the bundle is
-    checked like the other formats; otherwise ``streaming.bundle`` owns its checks.
-    """
-    if importlib.util.find_spec("streaming.bundle") is None:
-        raise CliError(BUNDLE_MISSING)
-    bundle = importlib.import_module("streaming.bundle")
-    built = work / out.name
-    bundle.export_bundle(model, built)
-    return built, getattr(bundle, "bundle_frame_logits", None)
-
-
 def run(
     model,
     fmt: str,
@@ -402,8 +285,8 @@ def run(
 ) -> dict:
     """Export ``model`` (a ``.keras`` path or a loaded clip model) as ``fmt`` at ``out``, checked.
 
-    Returns ``{"format", "out", "frames", "max_abs", "max_rel", "tolerance", "states"}``
-    (``max_*`` are ``None`` for a bundle whose module has no check).
+    Returns ``{"format", "out", "frames", "states", "tolerance", "max_abs", "max_rel", ...}`` plus
+    the fields of the format's check (``training.export_check.check_export``).
 
     Raises:
         CliError: a user error (bad file, bad --out, a converter that cannot handle the model).
@@ -418,16 +301,11 @@ def run(
         raise CliError(f"--out: not a usable path: {out}")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise CliError(f"--out {out} already exists (pass --overwrite to replace it)")
-    if fmt == "bundle" and importlib.util.find_spec("streaming.bundle") is None:
-        raise CliError(BUNDLE_MISSING)
     if isinstance(model, (str, os.PathLike)):
         model = load_clip_model(model)
     else:
         import_tensorflow_quietly()
 
-    import numpy as np
-
-    from deltanet.models import frame_logits_model
     from deltanet.stream_model import initial_states, stateful_frame_model
 
     out = out.absolute()
@@ -437,39 +315,22 @@ def run(
     clip = check_clip(height, width, channels, frames=frames, seed=seed)
     work = _partial_dir(out)
     try:
-        if fmt == "bundle":
-            built, check = _export_bundle(model, out, work)
-            states = {}
-        else:
-            try:
-                stream_model = stateful_frame_model(model)
-            except (ValueError, TypeError, KeyError) as e:
-                raise CliError(f"cannot build the per-frame model of {model.name}: {_first_line(e)}") from e
-            states = initial_states(stream_model, batch=1)
-            built = work / out.name
-            WRITERS[fmt](model, stream_model, built, work)
-            check = functools.partial(CHECKS[fmt], states=states)
+        try:
+            stream_model = None if fmt == "bundle" else stateful_frame_model(model)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CliError(f"cannot build the per-frame model of {model.name}: {_first_line(e)}") from e
+        states = sorted(initial_states(stream_model, batch=1)) if stream_model is not None else []
+        built = work / out.name
+        WRITERS[fmt](model, stream_model, built, work)
         _fail_hook()
-        report = {"format": fmt, "out": str(out), "frames": frames, "states": sorted(states)}
-        report.update(max_abs=None, max_rel=None, tolerance=TOLERANCES[fmt])
-        if check is None:
-            _log("check bundle: streaming.bundle has no bundle_frame_logits; not checked here")
-        else:
-            reference = frame_logits_model(model).predict(clip, verbose=0)
-            report.update(compare(check(built, clip), reference))
-            ok = report["max_rel"] <= report["tolerance"]
-            what = f"frame by frame, {len(states)} state tensor(s) carried"
-            what = "the reloaded clip model" if fmt == "keras" else what
-            _log(
-                f"check {fmt}: {frames} frames, {what}: max abs err "
-                f"{report['max_abs']:.3g}, max rel err {report['max_rel']:.3g} "
-                f"(tolerance {report['tolerance']:g} rel): {'ok' if ok else 'FAILED'}"
-            )
-            if not ok:
-                raise CheckFailed(
-                    f"the {fmt} export does not reproduce the Keras model: max rel err {report['max_rel']:.3g} > "
-                    f"{report['tolerance']:g}; nothing written at {out}"
-                )
+        report = {"format": fmt, "out": str(out), "frames": frames, "states": states, "tolerance": TOLERANCES[fmt]}
+        try:
+            report.update(check_export(fmt, built, model, stream_model, clip, TOLERANCES[fmt]))
+        except CheckFailed as e:
+            _log(f"check {fmt}: {frames} frames: FAILED: {e}")
+            raise CheckFailed(f"the {fmt} export does not reproduce the Keras model: {e}; nothing written at {out}") from None
+        report.pop("logits", None)
+        _log(f"check {fmt}: {frames} frames, {describe_check(fmt, report)}: ok")
         _move_into_place(built, out, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
