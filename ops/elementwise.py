@@ -221,16 +221,6 @@ def _union(a, na, b, nb, out):
 
 
 @njit_exact
-def _add_pixels(a, b, dst, pixels, n):
-    """``dst[p] = a[p] + b[p]`` for the listed pixels (Keras Add, same float32 order)."""
-    c = dst.shape[1]
-    for i in range(n):
-        p = pixels[i]
-        for k in range(c):
-            dst[p, k] = a[p, k] + b[p, k]
-
-
-@njit_exact
 def _copy_channels(src, dst, c0, pixels, n):
     """``dst[p, c0:c0+C] = src[p]`` (Concatenate along channels)."""
     c = src.shape[1]
@@ -327,3 +317,49 @@ def _global_pool(src, dst, is_max):
             else:
                 acc += v
         dst[0, k] = acc if is_max else acc / np.float32(hw)
+
+
+#: merge kinds of :func:`_merge_pixels` (Keras Add, Subtract, Multiply, Maximum, Minimum; Average is
+#: Add followed by :func:`_scale_pixels`)
+MERGES = {"add": 0, "subtract": 1, "multiply": 2, "maximum": 3, "minimum": 4}
+
+
+@njit_exact
+def _merge_pixels(kind, a, a_step, b, b_step, dst, pixels, n):
+    """``dst[p] = a[p] (op) b[p]`` for the listed pixels, ``op`` one of :data:`MERGES`.
+
+    ``a_step``/``b_step`` are 1 for a full ``(H*W, C)`` input and 0 for a ``(1, C)`` vector
+    broadcast over every pixel (a squeeze-excite gate). One loop per kind, so each vectorizes;
+    the float32 operation and operand order are Keras' (``output = op(output, inputs[i])``).
+    """
+    c = dst.shape[1]
+    for i in range(n):
+        p = pixels[i]
+        pa = p * a_step
+        pb = p * b_step
+        if kind == 0:
+            for k in range(c):
+                dst[p, k] = a[pa, k] + b[pb, k]
+        elif kind == 1:
+            for k in range(c):
+                dst[p, k] = a[pa, k] - b[pb, k]
+        elif kind == 2:
+            for k in range(c):
+                dst[p, k] = a[pa, k] * b[pb, k]
+        elif kind == 3:
+            for k in range(c):
+                dst[p, k] = max(a[pa, k], b[pb, k])
+        else:
+            for k in range(c):
+                dst[p, k] = min(a[pa, k], b[pb, k])
+
+
+@njit_exact
+def _divide_pixels(dst, divisor, pixels, n):
+    """``dst[p] /= divisor`` for the listed pixels (Keras Average: the sum divided by the input count)."""
+    c = dst.shape[1]
+    d = np.float32(divisor)
+    for i in range(n):
+        p = pixels[i]
+        for k in range(c):
+            dst[p, k] = dst[p, k] / d
