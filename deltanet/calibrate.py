@@ -61,6 +61,7 @@ from deltanet import density
 from deltanet.delta_activation import DeltaActivation
 from deltanet.frame_wise import FrameWise
 from deltanet.graph import MAC_LAYERS, graph_nodes, layer_macs
+from deltanet.upstream import producer_of
 from ops.encode import count_fires
 
 METHODS = ("uniform", "chess", "wina", "teal")
@@ -123,7 +124,7 @@ def delta_sites(model: keras.Model) -> list[DeltaSite]:
     for layer in model.layers:
         if not (isinstance(layer, FrameWise) and isinstance(layer.layer, MAC_LAYERS)):
             continue
-        producer = layer.input._keras_history.operation
+        producer = producer_of(layer.input)
         if not isinstance(producer, DeltaActivation):
             continue
         inner = layer.layer

@@ -137,6 +137,16 @@ def _mac_sparse(kind, choice, act, na, rows, aw, w4, stride, pt, pl, acc, touche
     return _conv2d_elem(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf)
 
 
+@njit_exact(inline="always")
+def _unchanged(steps, inputs, nlst, s):
+    """Whether no input of step ``s`` lists a changed pixel."""
+    first = steps[s, F_IN0]
+    for k in range(steps[s, F_NIN]):
+        if nlst[inputs[first + k]] > 0:
+            return False
+    return True
+
+
 @njit_exact
 def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, frame, kernels,
               lst, nlst, enc_nnz, nnz, macs, ns, dense, scaled, profile):  # fmt: skip
@@ -157,14 +167,24 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
         o = steps[s, F_OUT]
         oh, ow, oc = tensors[o, T_H], tensors[o, T_W], tensors[o, T_C]
         opix = tensors[o, T_PIX]
-        out2 = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc)
-        if op == OP_INPUT:
+        if not dense and op != OP_INPUT and _unchanged(steps, inputs, nlst, s):
+            # nothing reached this step: it has nothing to do (no buffers are even looked at)
+            lst[o] = opix
+            nlst[o] = 0
+            if op == OP_ENCODE:
+                enc_nnz[s] = 0
+            elif op == OP_MAC:
+                nnz[steps[s, A0 + 11]] = 0
+                macs[steps[s, A0 + 11]] = 0
+        elif op == OP_INPUT:
+            out2 = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc)
             prev = _mat(ubuf, steps[s, A0 + 2], oh * ow, oc)
             n = _frame_to_float_changed(frame2, prev, out2, _vec(wbuf, steps[s, A0], oc), _vec(wbuf, steps[s, A0 + 1], oc),
                                         _vec(ibuf, opix, oh * ow), dense)  # fmt: skip
             lst[o] = iota if dense else opix
             nlst[o] = n
         else:
+            out2 = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc)
             a = inputs[steps[s, F_IN0]]
             ah, aw, ac = tensors[a, T_H], tensors[a, T_W], tensors[a, T_C]
             a2 = _mat(fbuf, tensors[a, T_VAL], ah * aw, ac)
