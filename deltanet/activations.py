@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import keras
 
 from deltanet.graph import as_functional, graph_nodes
+from deltanet.upstream import shallow_copy
 
 #: activation names replaced by default (Keras spellings and aliases)
 SMOOTH = ("swish", "silu", "hard_swish", "hard_silu", "gelu")
@@ -31,14 +32,6 @@ def _activation_name(fn) -> str | None:
     if isinstance(name, dict):
         name = name.get("config", name.get("class_name"))
     return name if isinstance(name, str) else getattr(fn, "__name__", None)
-
-
-def _shallow_copy(layer):
-    """A second layer object over the same ``__dict__`` contents: the very same weight
-    variables (``copy.copy`` goes through the tracking machinery and copies them)."""
-    new = object.__new__(type(layer))
-    new.__dict__.update(layer.__dict__)
-    return new
 
 
 def relu_ify(frame_model: keras.Model, replace: Iterable[str] = SMOOTH, *, name: str | None = None) -> keras.Model:
@@ -72,8 +65,7 @@ def relu_ify(frame_model: keras.Model, replace: Iterable[str] = SMOOTH, *, name:
             if isinstance(layer, keras.layers.Activation) and _activation_name(layer.activation) in replace:
                 new = keras.layers.ReLU(name=layer.name)
             elif not isinstance(layer, keras.layers.Activation) and _activation_name(getattr(layer, "activation", None)) in replace:
-                new = _shallow_copy(layer)
-                new.__dict__["activation"] = keras.activations.relu
+                new = shallow_copy(layer, activation=keras.activations.relu)
             swapped[id(layer)] = new
         new = swapped[id(layer)]
         args = [tensors[id(t)] for t in node.input_tensors]

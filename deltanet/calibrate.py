@@ -55,13 +55,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import keras
-import numba
 import numpy as np
 
 from deltanet import density
 from deltanet.delta_activation import DeltaActivation
 from deltanet.frame_wise import FrameWise
 from deltanet.graph import MAC_LAYERS, graph_nodes, layer_macs
+from deltanet.upstream import producer_of
+from ops.encode import count_fires
 
 METHODS = ("uniform", "chess", "wina", "teal")
 
@@ -123,7 +124,7 @@ def delta_sites(model: keras.Model) -> list[DeltaSite]:
     for layer in model.layers:
         if not (isinstance(layer, FrameWise) and isinstance(layer.layer, MAC_LAYERS)):
             continue
-        producer = layer.input._keras_history.operation
+        producer = producer_of(layer.input)
         if not isinstance(producer, DeltaActivation):
             continue
         inner = layer.layer
@@ -220,26 +221,6 @@ def _inverse_norm_base(sq: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
-def _hysteresis_fires(x, theta):  # pragma: no cover - compiled
-    """Fires at frames t >= 1 of ``x`` (N, T, M, C) float32 under per-channel ``theta`` (C,)."""
-    n, t_len, m, c = x.shape
-    count = 0
-    ref = np.zeros(c, np.float32)
-    for i in range(n):
-        for j in range(m):
-            for k in range(c):
-                ref[k] = 0.0
-            for t in range(t_len):
-                for k in range(c):
-                    xv = x[i, t, j, k]
-                    if abs(xv - ref[k]) > theta[k]:
-                        ref[k] = xv
-                        if t >= 1:
-                            count += 1
-    return count
-
-
 def _as_nt_mc(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     if x.ndim < 3:
@@ -255,7 +236,7 @@ def hysteresis_density(x: np.ndarray, theta) -> float:
     total = x4.shape[0] * (x4.shape[1] - 1) * x4.shape[2] * x4.shape[3]
     if total <= 0:
         return float("nan")
-    return _hysteresis_fires(x4, theta) / total
+    return count_fires(x4, theta) / total
 
 
 class DensityCurve:

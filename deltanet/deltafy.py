@@ -8,6 +8,7 @@ import keras
 
 from deltanet.delta_activation import DeltaActivation
 from deltanet.frame_wise import FrameWise
+from deltanet.upstream import producer_of
 from deltanet.graph import (
     FRAME_LAYERS,
     MAC_LAYERS,
@@ -15,14 +16,14 @@ from deltanet.graph import (
     as_functional,
     cost_per_nonzero,
     graph_nodes,
-    unsupported_layers,
+    refused_layers,
 )
 
 SUPPORTED_LAYERS = MAC_LAYERS + MERGE_LAYERS + FRAME_LAYERS
 
 
 class UnsupportedLayerError(ValueError):
-    """The model contains layers that deltanet cannot convert (all of them are named)."""
+    """The model contains layers that deltanet cannot convert or the runtime cannot run (all of them are named)."""
 
 
 def _frame_shape(tensor) -> tuple[int, ...]:
@@ -69,10 +70,11 @@ def deltafy(
         The clip model.
 
     Raises:
-        UnsupportedLayerError: naming every layer of ``frame_model`` it cannot convert.
+        UnsupportedLayerError: naming every layer of ``frame_model`` that it cannot convert or
+            that the streaming runtime cannot run (``deltanet.registry``: one table for both).
     """
     model = as_functional(frame_model)
-    bad = unsupported_layers(model, SUPPORTED_LAYERS)
+    bad = refused_layers(model)
     if bad:
         raise UnsupportedLayerError(
             f"deltafy cannot convert {len(bad)} layer(s) of {model.name!r}: {', '.join(bad)}. "
@@ -103,8 +105,8 @@ def deltafy(
     def delta_of(frame_tensor):
         key = id(frame_tensor)
         if key not in guarded:
-            producer = frame_tensor._keras_history.operation
-            base = "input" if producer is None or producer is frame_input._keras_history.operation else producer.name
+            producer = producer_of(frame_tensor)
+            base = "input" if producer is None or producer is producer_of(frame_input) else producer.name
             layer_name = f"{base}_delta"
             while layer_name in used_names:
                 layer_name += "_"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -50,6 +52,7 @@ class FrameWise(keras.layers.Wrapper):
     def call(self, inputs, training=None):
         shape = ops.shape(inputs)
         frames = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
-        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
+        # (what Keras itself derives from the signature; its own flag for it is private)
+        kwargs = {"training": training} if "training" in inspect.signature(self.layer.call).parameters else {}
         outputs = self.layer(frames, **kwargs)
         return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))

@@ -1,7 +1,9 @@
 """Walking Keras functional graphs, and what each layer costs in MACs.
 
 Used by ``deltafy`` (frame model -> clip model) and by the streaming converter
-(clip model -> engine plan), so both see the same graph in the same order.
+(clip model -> engine plan), so both see the same graph in the same order. What each layer
+*is* to deltanet (MAC, merge or per-frame layer, its MAC count, whether the runtime can run
+it) comes from ``deltanet.registry``.
 """
 
 from __future__ import annotations
@@ -11,44 +13,15 @@ from collections.abc import Sequence
 
 import keras
 
-#: Layers whose work is multiply-accumulates; a ``DeltaActivation`` guards each one's input.
-MAC_LAYERS = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-)
+from deltanet import registry, upstream
 
-#: Multi-input layers that work on any rank (called directly on clip tensors).
-MERGE_LAYERS = (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-    keras.layers.Concatenate,
-)
-
-#: Single-input per-frame layers that deltafy knows how to wrap (besides the MAC layers).
-FRAME_LAYERS = (
-    keras.layers.BatchNormalization,
-    keras.layers.ReLU,
-    keras.layers.Activation,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
-    keras.layers.ZeroPadding2D,
-    keras.layers.AveragePooling2D,
-    keras.layers.MaxPooling2D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-    keras.layers.Dropout,
-    keras.layers.Rescaling,
-    keras.layers.Normalization,
-)
+#: Layer groups of the support registry (``deltanet.registry``): MAC layers (a
+#: ``DeltaActivation`` guards each one's input), multi-input layers (called directly on clip
+#: tensors) and single-input per-frame layers (wrapped in ``FrameWise``).
+MAC_LAYERS = registry.classes("mac")
+MERGE_LAYERS = registry.classes("merge")
+FRAME_LAYERS = registry.classes("frame")
+layer_macs = registry.layer_macs
 
 
 def as_functional(model: keras.Model) -> keras.Model:
@@ -64,7 +37,7 @@ def as_functional(model: keras.Model) -> keras.Model:
         for layer in model.layers:
             x = layer(x)
         return keras.Model(inputs, x, name=model.name)
-    if not hasattr(model, "_nodes_by_depth"):
+    if not upstream.is_graph_model(model):
         raise ValueError(
             f"{type(model).__name__} {model.name!r} is a subclassed model; deltanet needs a functional "
             "or Sequential model whose graph it can read"
@@ -74,47 +47,25 @@ def as_functional(model: keras.Model) -> keras.Model:
 
 def graph_nodes(model: keras.Model) -> list:
     """The model's non-input nodes in execution (topological) order."""
-    nodes = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                nodes.append(node)
-    return nodes
+    return upstream.graph_nodes(model)
 
 
-def unsupported_layers(model: keras.Model, supported: Sequence[type]) -> list[str]:
-    """Names (with class) of the layers in ``model`` that are not instances of ``supported``."""
+def refused_layers(model: keras.Model, leading: int = 1) -> list[str]:
+    """``"name (reason)"`` of every layer of ``model`` the runtime cannot run (``deltanet.registry``).
+
+    ``leading``: the axes before the per-frame shape (1: a frame model's batch; 2: a clip model).
+    """
     bad = []
     for node in graph_nodes(model):
-        op = node.operation
-        if not isinstance(op, tuple(supported)):
-            bad.append(f"{op.name} ({type(op).__name__})")
+        frame = lambda t: tuple(int(d) for d in t.shape[leading:])  # noqa: E731
+        reason = registry.refusal(node.operation, [frame(t) for t in node.input_tensors], frame(node.outputs[0]), leading)
+        if reason is not None:
+            bad.append(reason)
     return sorted(set(bad))
 
 
 def _prod(shape: Sequence[int | None]) -> int:
     return int(math.prod(int(s) for s in shape))
-
-
-def layer_macs(layer: keras.layers.Layer, input_shape: Sequence[int], output_shape: Sequence[int]) -> int:
-    """Dense multiply-accumulates of one MAC layer for one frame (shapes without the batch axis)."""
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        kh, kw = layer.kernel_size
-        cin = input_shape[-1]
-        m = layer.depth_multiplier
-        ho, wo, cout = output_shape
-        return int(ho * wo * kh * kw * cin * m + ho * wo * cin * m * cout)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kh, kw = layer.kernel_size
-        ho, wo, c = output_shape
-        return int(ho * wo * kh * kw * c)
-    if isinstance(layer, keras.layers.Conv2D):
-        kh, kw = layer.kernel_size
-        ho, wo, cout = output_shape
-        return int(ho * wo * kh * kw * (input_shape[-1] // layer.groups) * cout)
-    if isinstance(layer, keras.layers.Dense):
-        return int(_prod(input_shape) * layer.units)
-    raise TypeError(f"{layer.name} ({type(layer).__name__}) is not a MAC layer")
 
 
 def cost_per_nonzero(layer: keras.layers.Layer, input_shape: Sequence[int], output_shape: Sequence[int]) -> float:

@@ -11,6 +11,7 @@ from deltanet import density
 from deltanet.delta_activation import DeltaActivation
 from deltanet.frame_wise import FrameWise
 from deltanet.graph import MAC_LAYERS, layer_macs
+from deltanet.upstream import producer_of
 
 
 def delta_layers(model: keras.Model) -> list[DeltaActivation]:
@@ -27,7 +28,7 @@ def mac_layer_table(model: keras.Model) -> list[dict]:
         if isinstance(layer, FrameWise) and isinstance(layer.layer, MAC_LAYERS):
             inner = layer.layer
             src = layer.input
-            producer = src._keras_history.operation
+            producer = producer_of(src)
             table.append(
                 {
                     "name": inner.name,

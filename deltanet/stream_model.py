@@ -251,7 +251,7 @@ def stateful_frame_model(clip_model: keras.Model) -> keras.Model:
 
 def state_specs(model: keras.Model) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{state name: (shape without batch, dtype)}`` of a ``stateful_frame_model``."""
-    inputs = model._inputs_struct if isinstance(model._inputs_struct, dict) else {}
+    inputs = model.input if isinstance(model.input, dict) else {}
     return {
         name: (tuple(int(s) for s in t.shape[1:]), str(t.dtype)) for name, t in inputs.items() if name != FRAME_INPUT
     }

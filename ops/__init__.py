@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from ops import config
-from ops.conv import conv2d_delta, conv_geometry, dense_delta, nz_scratch, pointwise_delta
+from ops.conv import conv2d_delta, dense_delta, nz_scratch, pointwise_delta
 from ops.depthwise import depthwise_delta
+from ops.geometry import conv_geometry
 from ops.encode import (
     empty_delta,
     encode_quantize,

@@ -31,11 +31,19 @@ Environment overrides, read once at import:
     ``np.dot`` (which numba routes to SciPy's BLAS ``sgemm``). Default: ``1`` when
     SciPy is importable.
 ``DELTANET_NUMBA_CACHE``
-    ``0``/``1`` forces the on-disk cache off/on. Default: on, **unless** one of the
-    overrides above changes a setting from its default, or ``NUMBA_NUM_THREADS`` is not
-    the CPU count (it fixes :data:`PAR_BLOCKS`): numba's cache index does not record
-    compile flags or globals, so a cached kernel compiled with other settings would be
-    silently reused.
+    ``0`` turns numba's on-disk cache off (every process compiles the kernels again).
+    Default ``1``.
+``DELTANET_NUMBA_CACHE_DIR``
+    Root of the cache. Default ``$XDG_CACHE_HOME/deltanet/numba`` (``~/.cache/...``).
+
+The on-disk cache cannot go stale: numba keys a cached kernel on its own source file only,
+while a kernel compiles in the helpers it calls from other files (the frame interpreter
+contains nearly all of ``ops``), and its index records neither compile flags nor globals.
+So every kernel is cached under ``<root>/<digest>/``, the digest covering the source of every
+file in ``ops/``, the decorated function's own file, the settings above, ``PAR_BLOCKS``
+and the numba/llvmlite versions: any edit or setting change compiles afresh into a new
+folder (old folders can be deleted at any time). A cache root that cannot be written turns
+the cache off rather than falling back to numba's ``__pycache__`` (which could go stale).
 
 ``NUMBA_DISABLE_JIT=1`` is honoured as usual: every kernel then runs as plain Python
 (slowly), which is how the tests check the kernels' logic without the compiler.
@@ -47,17 +55,16 @@ imported) when using them: OpenBLAS's own worker threads and numba's compete for
 same cores and then stall for milliseconds. On a 2-core machine that is also running
 anything else, a parallel region waits for a descheduled worker for a whole time
 slice (~8 ms measured); the serial kernels do not have that failure mode.
-
-On-disk cache caveat: numba keys a cached kernel on its own source file only. The
-kernels of ``ops/depthwise.py`` compile in helpers from ``ops/conv.py``; after editing
-``conv.py`` (or ``encode.py``), delete ``ops/__pycache__/*.nbi``/``*.nbc``.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import os
+import sys
+from pathlib import Path
 
+import llvmlite
 import numba
 
 __all__ = [
@@ -67,6 +74,7 @@ __all__ = [
     "BOUNDSCHECK",
     "USE_BLAS",
     "CACHE",
+    "CACHE_ROOT",
     "JIT",
     "JIT_EXACT",
     "JIT_MAC",
@@ -114,14 +122,11 @@ USE_BLAS: bool = _scipy_available() if _blas_env is None else (_blas_env and _sc
 #: only used when this is the default (the number of CPUs).
 PAR_BLOCKS: int = max(1, int(numba.config.NUMBA_NUM_THREADS))
 
-_defaults = (
-    PARALLEL
-    and FASTMATH
-    and not BOUNDSCHECK
-    and _blas_env in (None, True)
-    and PAR_BLOCKS == numba.config.NUMBA_DEFAULT_NUM_THREADS
+CACHE: bool = _env_flag("DELTANET_NUMBA_CACHE", True)
+CACHE_ROOT = Path(
+    os.environ.get("DELTANET_NUMBA_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deltanet" / "numba"
 )
-CACHE: bool = _env_flag("DELTANET_NUMBA_CACHE", _defaults)
 
 #: Fastmath flags of the MAC kernels: FMA contraction, reassociation, no signed zeros.
 #: Deliberately without ``nnan``/``ninf``/``afn``/``arcp``.
@@ -139,7 +144,62 @@ JIT_EXACT: dict = dict(JIT, fastmath=False)
 JIT_MAC: dict = dict(JIT, fastmath=set(FASTMATH_MAC) if FASTMATH_MAC else False)
 JIT_PAR: dict = dict(JIT_MAC, parallel=PARALLEL)
 
-njit_exact = functools.partial(numba.njit, **JIT_EXACT)
-njit_mac = functools.partial(numba.njit, **JIT_MAC)
-njit_par = functools.partial(numba.njit, **JIT_PAR)
+_OPS_DIR = Path(__file__).resolve().parent
+_digests: dict[Path, str] = {}
+
+
+def _digest(source_file: Path) -> str:
+    """What a cached kernel depends on: every ``ops`` source, its own file, the settings."""
+    if source_file not in _digests:
+        h = hashlib.sha256()
+        for path in sorted({*_OPS_DIR.glob("*.py"), source_file}):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        settings = (PARALLEL, FASTMATH, BOUNDSCHECK, USE_BLAS, PAR_BLOCKS, numba.__version__, llvmlite.__version__, sys.version)
+        h.update(repr(settings).encode())
+        _digests[source_file] = h.hexdigest()[:20]
+    return _digests[source_file]
+
+
+def _cache_dir(fn) -> Path | None:
+    """The writable cache folder of ``fn``'s kernels, or None (then ``fn`` is not cached)."""
+    path = CACHE_ROOT / _digest(Path(fn.__code__.co_filename).resolve())
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def _jit(options: dict):
+    """A ``numba.njit`` with ``options`` (usable bare or with extra options, like ``njit``)."""
+
+    def njit(fn=None, **extra):
+        if fn is None:
+            return lambda f: njit(f, **extra)
+        opts = dict(options, **extra)
+        cache_dir = _cache_dir(fn) if opts.get("cache") and not numba.config.DISABLE_JIT else None
+        if cache_dir is None:
+            return numba.njit(**dict(opts, cache=False))(fn)
+        # numba picks a function's cache folder when it is decorated, from config.CACHE_DIR
+        # (NUMBA_CACHE_DIR): set it for this decoration only, other users of numba keep theirs
+        saved = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = str(cache_dir)
+        try:
+            dispatcher = numba.njit(**opts)(fn)
+        finally:
+            numba.config.CACHE_DIR = saved
+        where = str(dispatcher.stats.cache_path)
+        if not where.startswith(str(cache_dir)):
+            raise RuntimeError(
+                f"numba {numba.__version__} caches {fn.__qualname__} in {where}, not in {cache_dir}: "
+                "its cache location rule changed and a stale kernel could run; set DELTANET_NUMBA_CACHE=0"
+            )
+        return dispatcher
+
+    return njit
+
+
+njit_exact = _jit(JIT_EXACT)
+njit_mac = _jit(JIT_MAC)
+njit_par = _jit(JIT_PAR)
 prange = numba.prange

@@ -39,7 +39,7 @@ Cout``; pixel-wise: ``sum over taps of P_tap * Cin * Cout``.
 
 Geometry: input pixel ``(iy, ix)`` feeds output ``(oy, ox)`` through tap ``(ky, kx)``
 iff ``oy*stride + ky - pad_top == iy`` and ``ox*stride + kx - pad_left == ix``, with
-``0 <= oy < Ho``, ``0 <= ox < Wo`` (Ho, Wo are ``acc``'s shape). :func:`conv_geometry`
+``0 <= oy < Ho``, ``0 <= ox < Wo`` (Ho, Wo are ``acc``'s shape). :func:`ops.geometry.conv_geometry`
 gives ``(Ho, Wo, pad_top, pad_left)`` for Keras' ``"same"``/``"valid"``.
 
 Granularities
@@ -76,7 +76,6 @@ from ops.encode import _check_array, _check_count, _check_pixel_list
 
 __all__ = [
     "nz_scratch",
-    "conv_geometry",
     "conv2d_delta",
     "pointwise_delta",
     "dense_delta",
@@ -86,44 +85,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # shared helpers (also used by ops.depthwise)
 # --------------------------------------------------------------------------------------
-
-
-def conv_geometry(in_h: int, in_w: int, kh: int, kw: int, stride: int, padding: str):
-    """Output size and leading padding of a Keras convolution.
-
-    Parameters
-    ----------
-    in_h, in_w : int
-        Input height and width.
-    kh, kw : int
-        Kernel height and width.
-    stride : int
-        Stride (both axes).
-    padding : {"same", "valid"}
-        Keras/TensorFlow padding mode ("same" uses TF's rule: the extra padding goes
-        after, i.e. bottom/right).
-
-    Returns
-    -------
-    out_h, out_w, pad_top, pad_left : int
-    """
-    for name, v in (("in_h", in_h), ("in_w", in_w), ("kh", kh), ("kw", kw), ("stride", stride)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if padding == "same":
-        out_h = -(-in_h // stride)
-        out_w = -(-in_w // stride)
-        pad_top = max((out_h - 1) * stride + kh - in_h, 0) // 2
-        pad_left = max((out_w - 1) * stride + kw - in_w, 0) // 2
-    elif padding == "valid":
-        if in_h < kh or in_w < kw:
-            raise ValueError(f"valid padding needs input >= kernel, got input {(in_h, in_w)} kernel {(kh, kw)}")
-        out_h = (in_h - kh) // stride + 1
-        out_w = (in_w - kw) // stride + 1
-        pad_top = pad_left = 0
-    else:
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-    return int(out_h), int(out_w), int(pad_top), int(pad_left)
 
 
 @njit_exact

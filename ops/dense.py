@@ -1,7 +1,7 @@
 """Dense (non-delta) MAC kernels: the runtime's dense mode and its periodic keyframe refresh.
 
-Conv2D is an im2col gather (numba) followed by one BLAS ``sgemm`` (``numpy.matmul``), the
-usual way an optimized CPU runtime does it; depthwise is a direct numba loop.
+Conv2D is an im2col gather followed by one BLAS ``sgemm`` (``ops.conv._matmul``: numba's
+``np.dot``), the usual way an optimized CPU runtime does it; depthwise is a direct loop.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ops.config import njit_exact, njit_mac
+from ops.conv import _matmul
 
 
 @njit_exact
@@ -31,22 +32,8 @@ def _im2col(x, kh, kw, stride, pad_top, pad_left, out_h, out_w, col):
                             col[r, base + k] = x[iy, ix, k]
 
 
-def conv2d_dense(x, w2d, kh, kw, stride, pad_top, pad_left, out, col):
-    """Dense Conv2D of one HWC frame: ``out = conv(x) `` (no bias), via im2col + sgemm.
-
-    ``w2d`` is the kernel reshaped to ``(kh*kw*Cin, Cout)``; ``col`` a scratch
-    ``(Ho*Wo, kh*kw*Cin)`` (unused for a 1x1 stride-1 kernel); ``out`` ``(Ho, Wo, Cout)``.
-    """
-    out_h, out_w, cout = out.shape
-    if kh == 1 and kw == 1 and stride == 1:
-        np.matmul(x.reshape(-1, x.shape[2]), w2d, out=out.reshape(-1, cout))
-        return
-    _im2col(x, kh, kw, stride, pad_top, pad_left, out_h, out_w, col)
-    np.matmul(col, w2d, out=out.reshape(-1, cout))
-
-
 @njit_mac
-def depthwise_dense(x, w, stride, pad_top, pad_left, out):
+def _depthwise_dense(x, w, stride, pad_top, pad_left, out):
     """Dense DepthwiseConv2D of one HWC frame into ``out`` (Ho, Wo, C*M), no bias."""
     in_h, in_w, c = x.shape
     kh, kw, _, m = w.shape
@@ -67,3 +54,24 @@ def depthwise_dense(x, w, stride, pad_top, pad_left, out):
                         v = x[iy, ix, ci]
                         for j in range(m):
                             out[oy, ox, ci * m + j] += v * w[ky, kx, ci, j]
+
+
+@njit_exact
+def _conv_dense(x, w, stride, pad_top, pad_left, bias, acc, col, depthwise, pointwise):
+    """``acc = conv(x) + bias`` of one whole HWC frame (``w``: ``(kh, kw, Cin, Cout)``, depthwise
+    ``(kh, kw, C, M)``). ``pointwise``: a 1x1 stride-1 Conv2D (one sgemm, no im2col); ``col``:
+    im2col scratch of at least ``Ho*Wo*kh*kw*Cin`` floats (other Conv2Ds)."""
+    oh, ow, oc = acc.shape
+    kh, kw, cin, cout = w.shape
+    acc2 = acc.reshape((oh * ow, oc))
+    if depthwise:
+        _depthwise_dense(x, w, stride, pad_top, pad_left, acc)
+    elif pointwise:
+        _matmul(x.reshape((oh * ow, cin)), w.reshape((cin, cout)), acc2)
+    else:
+        cols = col[: oh * ow * kh * kw * cin].reshape((oh * ow, kh * kw * cin))
+        _im2col(x, kh, kw, stride, pad_top, pad_left, oh, ow, cols)
+        _matmul(cols, w.reshape((kh * kw * cin, cout)), acc2)
+    for p in range(oh * ow):
+        for k in range(oc):
+            acc2[p, k] += bias[k]

@@ -52,6 +52,7 @@ __all__ = [
     "encode_quantize",
     "encode_threshold_pixels",
     "encode_quantize_pixels",
+    "count_fires",
 ]
 
 
@@ -171,40 +172,6 @@ def _nonfinite_pixels(x, candidates, n_candidates):
     return bad
 
 
-@njit_exact
-def _threshold_pixel(x, theta, ref, rows, i, j, n):
-    """Threshold-encode pixel (i, j) into ``rows[n]``; return its number of fired channels."""
-    c = x.shape[2]
-    zero = np.float32(0.0)
-    fired = 0
-    for k in range(c):
-        xv = x[i, j, k]
-        rv = ref[i, j, k]
-        d = xv - rv
-        fire = abs(d) > theta[k]
-        # selects, not branches: the loop vectorizes and random firing costs no
-        # mispredictions
-        rows[n, k] = d if fire else zero
-        ref[i, j, k] = xv if fire else rv
-        fired += fire
-    return fired
-
-
-@njit_exact
-def _quantize_pixel(x, step, y_prev, rows, i, j, n):
-    """Quantize-encode pixel (i, j) into ``rows[n]``; return its number of non-zero deltas."""
-    c = x.shape[2]
-    changed = 0
-    for k in range(c):
-        s = step[k]
-        y = np.rint(x[i, j, k] / s) * s
-        d = y - y_prev[i, j, k]
-        y_prev[i, j, k] = y
-        rows[n, k] = d
-        changed += d != 0
-    return changed
-
-
 # Row kernels: the frame viewed as (H*W, C) rows (no division per pixel to find (i, j)),
 # one pass per candidate pixel. They are what the engine runs; the non-finite values are
 # counted while encoding (one pass instead of two: the separate check cost as much as
@@ -212,6 +179,15 @@ def _quantize_pixel(x, step, y_prev, rows, i, j, n):
 # the pixels before it HAVE been updated (the engine raises and the stream is broken
 # anyway). The ``*_pixels`` kernels below keep the "nothing modified" contract by
 # checking first.
+
+
+@njit_exact(inline="always")
+def _hysteresis(x, ref, theta):
+    """The threshold hysteresis of one element, the one definition in the kernels (encoders,
+    region encoders, calibration): it fires when ``|x - ref| > theta``; a fired element
+    transmits ``d = x - ref`` and its reference becomes exactly ``x``. Returns ``(fires, d)``."""
+    d = x - ref
+    return abs(d) > theta, d
 
 
 @njit_exact(inline="always")
@@ -230,8 +206,7 @@ def _threshold_row_scaled(x, theta, s, ref, rows, p, n):
     for k in range(c):
         xv = x[p, k]
         rv = ref[p, k]
-        d = xv - rv
-        fire = abs(d) > theta[k] * s
+        fire, d = _hysteresis(xv, rv, theta[k] * s)
         # selects, not branches: the loop vectorizes and random firing costs no
         # mispredictions
         rows[n, k] = d if fire else zero
@@ -322,16 +297,17 @@ def _encode_threshold(x, theta, ref, active, rows):
     bad = _nonfinite_frame(x)
     if bad > 0:
         return 0, 0, bad
-    h, w, _ = x.shape
+    h, w, c = x.shape
+    x2 = x.reshape((h * w, c))
+    ref2 = ref.reshape((h * w, c))
     n = 0
     nnz = 0
-    for i in range(h):
-        for j in range(w):
-            fired = _threshold_pixel(x, theta, ref, rows, i, j, n)
-            if fired > 0:
-                active[n] = i * w + j
-                n += 1
-                nnz += fired
+    for p in range(h * w):
+        fired, _ = _threshold_row(x2, theta, ref2, rows, p, n)
+        if fired > 0:  # (a branch: entries past n_active stay untouched, as documented)
+            active[n] = p
+            n += 1
+            nnz += fired
     return n, nnz, 0
 
 
@@ -359,16 +335,17 @@ def _encode_quantize(x, step, y_prev, active, rows):
     bad = _nonfinite_frame(x)
     if bad > 0:
         return 0, 0, bad
-    h, w, _ = x.shape
+    h, w, c = x.shape
+    x2 = x.reshape((h * w, c))
+    y2 = y_prev.reshape((h * w, c))
     n = 0
     nnz = 0
-    for i in range(h):
-        for j in range(w):
-            changed = _quantize_pixel(x, step, y_prev, rows, i, j, n)
-            if changed > 0:
-                active[n] = i * w + j
-                n += 1
-                nnz += changed
+    for p in range(h * w):
+        changed, _ = _quantize_row(x2, step, y2, rows, p, n)
+        if changed > 0:
+            active[n] = p
+            n += 1
+            nnz += changed
     return n, nnz, 0
 
 
@@ -384,6 +361,28 @@ def _encode_quantize_pixels(x, step, y_prev, candidates, n_candidates, active, r
     h, w, c = x.shape
     n, nnz, _ = _encode_quantize_rows(x.reshape((h * w, c)), step, y_prev.reshape((h * w, c)), candidates, n_candidates, active, rows)
     return n, nnz, 0
+
+
+@njit_exact
+def _count_fires(x, theta):
+    """Fires at frames ``t >= 1`` of a threshold layer simulated on clip activations ``x``
+    ``(N, T, M, C)`` (N clips, T frames, M pixels) with per-channel ``theta`` ``(C,)``, every
+    (clip, pixel) stream starting from ``ref = 0`` (``deltanet.calibrate``'s density model)."""
+    n_clips, t_len, m, c = x.shape
+    count = 0
+    ref = np.zeros(c, np.float32)
+    for i in range(n_clips):
+        for j in range(m):
+            for k in range(c):
+                ref[k] = 0.0
+            for t in range(t_len):
+                for k in range(c):
+                    xv = x[i, t, j, k]
+                    fire, _ = _hysteresis(xv, ref[k], theta[k])
+                    if fire:
+                        ref[k] = xv
+                        count += t >= 1
+    return count
 
 
 # --------------------------------------------------------------------------------------
@@ -558,3 +557,24 @@ def encode_quantize_pixels(x, step, y_prev, candidates, n_candidates, active, ro
     if bad:
         _raise_nonfinite(bad, x)
     return int(n), int(nnz)
+
+
+def count_fires(x, theta):
+    """Fires of a threshold-mode delta layer at frames ``t >= 1`` of cached clip activations.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (N, T, M, C), C-contiguous
+        N clips of T frames, M pixels, C channels; each (clip, pixel) starts from ``ref = 0``.
+    theta : ndarray of float32, shape (C,)
+        Per-channel thresholds, finite and ``>= 0``.
+
+    Returns
+    -------
+    int
+        Transmitted non-zero delta elements over frames ``t >= 1``.
+    """
+    _check_array("x", x, np.float32, ndim=4)
+    _check_array("theta", theta, np.float32, shape=(x.shape[3],))
+    _check_theta(theta)
+    return int(_count_fires(x, theta))

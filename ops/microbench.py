@@ -116,6 +116,7 @@ def _bench(threads, densities, min_time, what):
 
     import ops
     from ops import conv, depthwise
+    from ops.geometry import conv_geometry
 
     if what == "delta":
         ops.warmup()
@@ -149,7 +150,7 @@ def _bench(threads, densities, min_time, what):
     # conv 3x3 28x28x64 -> 64 same
     h, w, cin, cout = 28, 28, 64, 64
     wt = rng.normal(size=(3, 3, cin, cout)).astype(np.float32)
-    out_h, out_w, pt, pl = conv.conv_geometry(h, w, 3, 3, 1, "same")
+    out_h, out_w, pt, pl = conv_geometry(h, w, 3, 3, 1, "same")
     acc = np.zeros((out_h, out_w, cout), np.float32)
     touched = np.zeros(out_h * out_w, np.int32)
     mark = np.zeros(out_h * out_w, np.uint8)
@@ -170,7 +171,7 @@ def _bench(threads, densities, min_time, what):
     # depthwise 3x3 56x56x144
     h, w, c = 56, 56, 144
     wt = rng.normal(size=(3, 3, c, 1)).astype(np.float32)
-    out_h, out_w, pt, pl = conv.conv_geometry(h, w, 3, 3, 1, "same")
+    out_h, out_w, pt, pl = conv_geometry(h, w, 3, 3, 1, "same")
     acc = np.zeros((out_h, out_w, c), np.float32)
     touched = np.zeros(out_h * out_w, np.int32)
     mark = np.zeros(out_h * out_w, np.uint8)

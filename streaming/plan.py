@@ -14,13 +14,21 @@ Steps, in execution order (``inputs``/``output`` name tensors, ``*_key`` name ar
 ``depthwise``  DepthwiseConv2D: ``kernel_key`` (kh,kw,C,M), ``bias_key``, ``stride``, pads
 ``activation`` ``kind`` (see ``ops.elementwise.ACTIVATIONS``), ``a0, a1, a2`` parameters
 ``affine``     per-channel ``x * scale + offset`` (BatchNormalization, Rescaling...)
-``add``        element-wise sum of the inputs
+``add``        element-wise sum of the inputs (Keras order: ``((a + b) + c)...``)
+``subtract``   ``a - b`` (exactly two inputs)
+``multiply``   element-wise product of the inputs
+``maximum``    element-wise maximum of the inputs
+``minimum``    element-wise minimum of the inputs
+``average``    the sum of the inputs divided by their count
 ``concat``     channel concatenation of the inputs
 ``pad``        ZeroPadding2D: ``top, bottom, left, right``
 ``pool``       Average/MaxPooling2D: ``is_max, kh, kw, stride, pad_top, pad_left``
 ``global_pool`` GlobalAverage/MaxPooling2D -> (1, 1, C): ``is_max``
 ``flatten``    (H, W, C) -> (1, 1, H*W*C) (C order, as Keras' Flatten of channels-last data)
 =============  ==============================================================================
+
+Merge steps (``add`` ... ``average``) broadcast a ``(1, 1, C)`` input over every pixel (a
+squeeze-excite gate); every other input has the output's shape.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import copy
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ops.geometry import conv_macs, implied_pad_after, output_size
 
 PLAN_VERSION = 1
 
@@ -41,6 +51,11 @@ STEP_FIELDS = {
     "activation": ("kind", "a0", "a1", "a2"),
     "affine": ("scale_key", "offset_key"),
     "add": (),
+    "subtract": (),
+    "multiply": (),
+    "maximum": (),
+    "minimum": (),
+    "average": (),
     "concat": (),
     "pad": ("top", "bottom", "left", "right"),
     "pool": ("is_max", "kh", "kw", "stride", "pad_top", "pad_left"),
@@ -48,6 +63,7 @@ STEP_FIELDS = {
     "flatten": (),
 }
 MAC_OPS = ("conv2d", "depthwise")
+MERGE_OPS = ("add", "subtract", "multiply", "maximum", "minimum", "average")
 
 
 class PlanError(ValueError):
@@ -70,12 +86,9 @@ class Plan:
 
     def dense_macs(self, step: dict) -> int:
         """Dense MACs per frame of one MAC step."""
-        kernel = self.arrays[step["kernel_key"]]
+        kh, kw, cin = self.arrays[step["kernel_key"]].shape[:3]
         ho, wo, cout = self.tensors[step["output"]]
-        kh, kw = kernel.shape[:2]
-        if step["op"] == "depthwise":
-            return int(ho * wo * kh * kw * cout)
-        return int(ho * wo * kh * kw * kernel.shape[2] * cout)
+        return conv_macs(ho, wo, kh, kw, 1 if step["op"] == "depthwise" else cin, cout)
 
     def manifest(self) -> dict:
         """The JSON-able part of the plan (everything but the arrays' values)."""
@@ -143,8 +156,10 @@ def validate_plan(plan: Plan, *, max_elements: int = 1 << 26) -> None:
             _need(out[2] == cout, f"{where}: output has {out[2]} channels, kernel gives {cout}")
             _need(plan.arrays[s["bias_key"]].shape == (cout,), f"{where}: bias must be ({cout},)")
             _need(s["stride"] >= 1 and 0 <= s["pad_top"] < kh and 0 <= s["pad_left"] < kw, f"{where}: bad stride/padding")
-            exp_h = (ins[0][0] + s["pad_top"] + _pad_after(ins[0][0], kh, s["stride"], s["pad_top"], out[0]) - kh) // s["stride"] + 1
-            _need(exp_h == out[0], f"{where}: output height {out[0]} does not follow from the input and kernel")
+            for axis, k, pad in ((0, kh, s["pad_top"]), (1, kw, s["pad_left"])):
+                after = implied_pad_after(ins[0][axis], k, s["stride"], pad, out[axis])
+                _need(after < k and output_size(ins[0][axis], k, s["stride"], pad, after) == out[axis],
+                      f"{where}: output size {out[:2]} does not follow from the input and kernel")
         if op == "encode":
             _need(s["mode"] in ("threshold", "quantize"), f"{where}: unknown mode {s['mode']!r}")
             _need(plan.arrays[s["param_key"]].shape == (ins[0][2],), f"{where}: param must have one value per channel")
@@ -152,8 +167,12 @@ def validate_plan(plan: Plan, *, max_elements: int = 1 << 26) -> None:
         if op in ("affine", "input"):
             c = out[2]
             _need(plan.arrays[s["scale_key"]].shape == (c,) and plan.arrays[s["offset_key"]].shape == (c,), f"{where}: scale/offset must be ({c},)")
-        if op in ("activation", "affine", "add"):
+        if op in ("activation", "affine"):
             _need(all(tuple(x) == tuple(out) for x in ins), f"{where}: input and output shapes differ")
+        if op in MERGE_OPS:
+            _need(len(ins) >= 2 and (op != "subtract" or len(ins) == 2), f"{where}: {op} needs {'two' if op == 'subtract' else 'two or more'} inputs")
+            _need(all(tuple(x) == tuple(out) or tuple(x) == (1, 1, out[2]) for x in ins) and any(tuple(x) == tuple(out) for x in ins),
+                  f"{where}: every input must have the output's shape {tuple(out)} or be a (1, 1, {out[2]}) vector")
         if op == "concat":
             _need(all(x[:2] == out[:2] for x in ins) and sum(x[2] for x in ins) == out[2], f"{where}: bad concat shapes")
         if op == "flatten":
@@ -168,7 +187,3 @@ def validate_plan(plan: Plan, *, max_elements: int = 1 << 26) -> None:
         defined.add(s["output"])
     _need(plan.output in defined, f"output tensor {plan.output!r} is never produced")
 
-
-def _pad_after(size: int, k: int, stride: int, before: int, out: int) -> int:
-    """The trailing padding implied by an output size (for validation)."""
-    return max((out - 1) * stride + k - size - before, 0)

@@ -1,9 +1,10 @@
-"""Choosing the delta MAC granularity per layer by measurement (the issue's "from measured density").
+"""Choosing the delta MAC kernel per layer by measurement (the issue's "from measured density").
 
 Element-wise scatter wins when few channels of an active pixel changed; pixel-wise gather +
 dense product wins when active pixels change in most channels. Which one holds depends on
-the layer and the video, so it is measured: run the same frames both ways and keep, for
-each MAC layer, the faster median time (its encoder included).
+the layer and the video, so it is measured: run the same frames with each kernel choice and
+keep, for each MAC layer, the fastest median time (its encoder included). The kernel choice
+is a per-frame parameter of the interpreter, so one profiled engine measures every choice.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from streaming.engine import GRANULARITIES, KERNEL_CHOICES, DeltaEngine
 from streaming.plan import Plan
 
 
-def measure_layer_ms(plan: Plan, frames: np.ndarray, granularity: str, threads: int | None = None, repeats: int = 2) -> np.ndarray:
-    """Median per-MAC-layer milliseconds over ``frames`` (after the first) at one granularity."""
-    # profile=True: the compiled frame loop does not time layers (its layer_ms is NaN)
-    engine = DeltaEngine(plan, granularity=granularity, threads=threads, profile=True)
+def measure_layer_ms(engine: DeltaEngine, frames: np.ndarray, granularity: str, repeats: int = 2) -> np.ndarray:
+    """Median per-MAC-layer milliseconds over ``frames`` (after the first) at one kernel choice.
+
+    ``engine`` must profile (``profile=True``); its kernel choice is changed to ``granularity``.
+    """
+    if not engine.profile:
+        raise ValueError("measure_layer_ms needs an engine built with profile=True")
+    engine.granularity = granularity
     engine.warmup()
     per_frame = []
     for _ in range(repeats):
@@ -38,6 +43,6 @@ def tune_granularity(plan: Plan, frames: np.ndarray, threads: int | None = None)
     if len(frames) < 2:
         raise ValueError("tune_granularity needs at least 2 frames")
     choices = KERNEL_CHOICES if threads and threads > 1 else GRANULARITIES
-    times = {g: measure_layer_ms(plan, frames, g, threads) for g in choices}
-    names = [s["name"] for s in plan.mac_steps()]
-    return {n: min(choices, key=lambda g: times[g][i]) for i, n in enumerate(names)}
+    engine = DeltaEngine(plan, threads=threads, profile=True)
+    times = {g: measure_layer_ms(engine, frames, g) for g in choices}
+    return {n: min(choices, key=lambda g: times[g][i]) for i, n in enumerate(engine.layer_names)}

@@ -9,7 +9,8 @@ import keras
 
 import deltanet
 from streaming.convert import to_plan
-from streaming.engine import DeltaEngine, _EncodeRunner
+from ops.interpreter import MAC_POINTWISE
+from streaming.engine import DeltaEngine
 from streaming.region import roi_prior
 from test_engine import _randomize_bn, static_camera_frames
 
@@ -36,7 +37,7 @@ def test_lambda_zero_is_the_plain_engine(plan):
 
 
 @pytest.mark.parametrize("prior", ["roi", "motion"])
-def test_compiled_and_python_paths_agree_with_a_region(plan, prior):
+def test_profiled_and_plain_frames_agree_with_a_region(plan, prior):
     frames = static_camera_frames(30, seed=4)
     outs = []
     for profile in (False, True):
@@ -57,22 +58,21 @@ def test_the_region_fires_more_than_the_background(plan):
     rng = np.random.default_rng(5)
     base = rng.uniform(40, 215, (32, 32, 3))
     frames = np.stack([np.clip(base + rng.uniform(-4, 4, base.shape), 0, 255).astype(np.uint8) for _ in range(12)])
-    engine = DeltaEngine(plan, profile=True)  # the Python path exposes each encoder's active list
+    engine = DeltaEngine(plan)
     engine.set_region(_roi(), lam=9.0)
-    first = next(r for r in engine._steps if isinstance(r, _EncodeRunner))
-    assert first.out.shape[:2] == (32, 32)
+    assert engine.program.mac_layers[0].in_shape[:2] == (32, 32)  # fed by the input's encoder
     inside = outside = 0
     for k, f in enumerate(frames):
         engine.step(f)
         if k == 0:
             continue
-        active = first.out.pix[: first.out.n]
+        active, _ = engine.delta_of(0)
         left = (active % 32) < 16
         inside += int(left.sum())
         outside += int((~left).sum())
     assert inside > 5 * max(outside, 1), (inside, outside)
     engine.set_region(None)  # back to plain thresholds
-    assert not first.scaled and np.all(first.scale == 1)
+    assert engine.region is None and np.all(engine.region_scale((32, 32)) == 1)
 
 
 def test_set_region_rejects_bad_use(plan):
@@ -86,7 +86,7 @@ def test_set_region_rejects_bad_use(plan):
     with pytest.raises(ValueError, match="prior"):
         engine.set_region(np.ones((4,), np.float32))
     # a refused call changes nothing: still the plain encoders
-    assert not any(r.scaled for r in engine._steps if isinstance(r, _EncodeRunner)) and engine._region is None
+    assert engine.region is None and np.all(engine.region_scale((32, 32)) == 1)
     quantized = to_plan(deltanet.build_model(3, arch="tiny", size=32, mode="quantize"))
     with pytest.raises(ValueError, match="no threshold-mode"):
         DeltaEngine(quantized).set_region(_roi())
@@ -97,7 +97,7 @@ def test_worker_stats_in_frame_stats(plan):
     engine = DeltaEngine(plan, threads=2, worker_stats=True)
     _, stats = engine.run(frames)
     assert stats[0].worker_max is None and stats[0].keyframe  # dense pass: no delta work to split
-    pointwise = [i for i, r in enumerate(r for r in engine._steps if hasattr(r, "pointwise") and hasattr(r, "enc")) if r.pointwise]
+    pointwise = [i for i, m in enumerate(engine.program.mac_layers) if m.kind == MAC_POINTWISE]
     assert pointwise
     for s in stats[1:]:
         assert s.worker_max.shape == s.worker_mean.shape == (len(engine.layer_names),)
@@ -117,7 +117,6 @@ def test_gain_scales_every_threshold(plan):
     engine.set_region(np.zeros((8, 8), np.float32), lam=4.0, gain=3.0)  # no region, thresholds x3
     _, coarse = engine.run(frames)
     assert sum(s.nonzero_deltas.sum() for s in coarse[1:]) < sum(s.nonzero_deltas.sum() for s in plain[1:])
-    first = next(r for r in engine._steps if isinstance(r, _EncodeRunner))
-    np.testing.assert_array_equal(first.scale, np.float32(3.0))
+    np.testing.assert_array_equal(engine.region_scale((32, 32)), np.float32(3.0))
     with pytest.raises(ValueError, match="gain"):
         engine.set_region(_roi(), gain=0.0)

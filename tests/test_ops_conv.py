@@ -14,7 +14,8 @@ import pytest
 
 import naive
 from ops import config, conv
-from ops.conv import conv2d_delta, conv_geometry, dense_delta, nz_scratch, pointwise_delta
+from ops.conv import conv2d_delta, dense_delta, nz_scratch, pointwise_delta
+from ops.geometry import conv_geometry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = [("element", False), ("element", True), ("pixel", False), ("pixel", True)]
@@ -428,7 +429,8 @@ def test_kernels_run_without_jit():
     script = textwrap.dedent(
         """
         import numpy as np, naive
-        from ops.conv import conv2d_delta, conv_geometry, pointwise_delta
+        from ops.conv import conv2d_delta, pointwise_delta
+        from ops.geometry import conv_geometry
         from ops.depthwise import depthwise_delta
         rng = np.random.default_rng(0)
         h, w, cin, cout = 5, 4, 2, 3

@@ -8,7 +8,8 @@ import pytest
 
 import naive
 from ops import depthwise
-from ops.conv import conv_geometry, nz_scratch
+from ops.conv import nz_scratch
+from ops.geometry import conv_geometry
 from ops.depthwise import depthwise_delta
 
 TOL = dict(rtol=1e-5, atol=1e-5)

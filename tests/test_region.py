@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 
 import naive
-from ops.conv import conv2d_delta, conv_geometry, pointwise_delta
+from ops.conv import conv2d_delta, pointwise_delta
+from ops.geometry import conv_geometry
 from ops.depthwise import depthwise_delta
 from ops.encode import _encode_threshold_pixels, empty_delta
 from ops.region import _encode_threshold_pixels_scaled, encode_threshold_pixels_scaled
-from streaming.region import (
-    _blocks_to_workers,
-    engine_worker_stats,
-    layer_pixel_scales,
-    load_stats,
-    motion_prior,
-    pixel_scales,
-    roi_prior,
-    worker_loads,
-)
+from streaming.region import layer_pixel_scales, motion_prior, pixel_scales, roi_prior
+from streaming.workers import _blocks_to_workers, engine_worker_stats, load_stats, worker_loads
 
 
 def _reference_scaled(x, theta, scale):

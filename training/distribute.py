@@ -505,10 +505,12 @@ def per_replica_losses(model) -> int:
     loss. DeltaActivation's sparsity penalty is such a loss. Here each layer's list
     becomes per thread, i.e. per replica. Returns the number of layers changed.
     """
+    from deltanet import upstream
+
     changed = 0
     for layer in [model, *_all_layers(model)]:
-        if hasattr(layer, "_losses") and not isinstance(layer._losses, _PerThreadList):
-            object.__setattr__(layer, "_losses", _PerThreadList())
+        if not isinstance(upstream.layer_losses(layer), _PerThreadList):
+            upstream.set_layer_losses(layer, _PerThreadList())
             changed += 1
     return changed
 
@@ -586,29 +588,28 @@ def _spec_symbolic_build(model, strategy) -> None:
       value (PerReplica...) ... to a Tensor"; keras-team/keras#20585).
 
     Only shapes and dtypes are needed, and ``element_spec`` has them without reading data.
-    Uses private Keras API: on a Keras without it, nothing is changed.
+    Uses private Keras API, through ``deltanet.upstream`` (which checks it at import).
     """
-    if not hasattr(model, "_symbolic_build") or not hasattr(model, "_maybe_symbolic_build"):
-        return
     import keras
     import tensorflow as tf
 
+    from deltanet import upstream
+
     def symbolic(spec):
-        specs = getattr(spec, "_value_specs", None)  # PerReplicaSpec: one spec per local replica
+        specs = upstream.per_replica_specs(spec)  # PerReplicaSpec: one spec per local replica
         if specs:
             spec = specs[0]
         if isinstance(spec, tf.TensorSpec):
             return keras.KerasTensor(tuple(spec.shape), dtype=spec.dtype.name)
         return spec
 
-    def maybe_symbolic_build(iterator=None, data_batch=None):
-        if iterator is not None and data_batch is None:
-            dataset = iterator.data_adapter.get_tf_dataset()
+    def build(model, data_batch, dataset):
+        if data_batch is None:
             data_batch = tf.nest.map_structure(symbolic, dataset.element_spec)
         with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
+            upstream.symbolic_build(model, data_batch)
 
-    model._maybe_symbolic_build = maybe_symbolic_build
+    upstream.replace_symbolic_build(model, build)
 
 
 def shard(entries: list, index: int, count: int) -> list:

@@ -130,10 +130,10 @@ def _write_onnx(clip_model, stream_model, path: Path, work: Path):
     except Exception as e:  # noqa: BLE001 - e.g. a protobuf that tf2onnx cannot use
         raise CliError(f"onnx export needs tf2onnx, which fails to import here: {_first_line(e)}") from e
     tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
-    inputs = stream_model._inputs_struct
+    inputs = stream_model.input
     names = list(inputs)
     specs = [tf.TensorSpec(inputs[k].shape, inputs[k].dtype, name=k) for k in names]
-    out_names = sorted(stream_model._outputs_struct)
+    out_names = sorted(stream_model.output)
 
     def per_frame(*args):
         # A flat signature and a list output: tf2onnx 1.17 mishandles dict-structured tf.functions.

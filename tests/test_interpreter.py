@@ -1,4 +1,4 @@
-"""The compiled per-frame path (one numba call) against the Python step-by-step path."""
+"""The one frame interpreter: dense, delta and profiled frames of the same loop agree."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _every_op_model():
 
 
 @pytest.mark.parametrize("mode", ["threshold", "quantize"])
-def test_compiled_equals_python_path_on_every_op(mode):
+def test_dense_delta_and_profiled_frames_agree_on_every_op(mode):
     keras.utils.set_random_seed(11)
     frame_model = _every_op_model()
     _randomize_bn(frame_model, 4)
@@ -42,19 +42,29 @@ def test_compiled_equals_python_path_on_every_op(mode):
     plan = to_plan(clip)
     assert {"pad", "pool", "concat", "add", "affine", "flatten", "activation", "depthwise", "conv2d"} <= {s["op"] for s in plan.steps}
     frames = static_camera_frames(40, size=24, seed=9)
-    fast, sf = DeltaEngine(plan).run(frames)
-    slow, ss = DeltaEngine(plan, profile=True).run(frames)
-    np.testing.assert_array_equal(fast, slow)
-    for a, b in zip(sf, ss):
+    delta, sd = DeltaEngine(plan).run(frames)
+    profiled, sp = DeltaEngine(plan, profile=True).run(frames)
+    dense, sk = DeltaEngine(plan, keyframe_interval=1).run(frames)  # every frame a dense pass
+    # profiling only reads a clock: the very same results
+    np.testing.assert_array_equal(delta, profiled)
+    for a, b in zip(sd, sp):
         np.testing.assert_array_equal(a.executed_macs, b.executed_macs)
         np.testing.assert_array_equal(a.nonzero_deltas, b.nonzero_deltas)
-    assert np.isnan(sf[5].layer_ms).all() and not np.isnan(ss[5].layer_ms).any()
+    assert np.isnan(sd[5].layer_ms).all() and sd[5].phase_ms == {}
+    assert np.all(sp[5].layer_ms > 0) and set(sp[5].phase_ms) == {"input", "encode", "mac", "activation", "other"}
+    assert sum(sp[5].phase_ms.values()) <= sp[5].total_ms
+    # dense frames compute the same function as delta frames (another summation order)
+    assert all(s.keyframe for s in sk) and not any(s.keyframe for s in sd[1:])
+    np.testing.assert_allclose(dense, delta, rtol=1e-4, atol=1e-5 * np.abs(delta).max())
+    for a, b in zip(sd, sk):  # the same deltas are transmitted; dense frames execute every MAC
+        np.testing.assert_array_equal(a.nonzero_deltas, b.nonzero_deltas)
+        np.testing.assert_array_equal(b.executed_macs, b.dense_macs)
     # and both match Keras
     expected = clip.predict(frames[None].astype("float32"), verbose=0)[0]
-    assert np.abs(fast - expected).max() / np.abs(expected).max() < 1e-4
+    assert np.abs(delta - expected).max() / np.abs(expected).max() < 1e-4
 
 
-def test_compiled_path_with_granularities_and_keyframes():
+def test_granularities_and_keyframes_agree_with_profiled_frames():
     keras.utils.set_random_seed(12)
     model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
     _randomize_bn(model, 5)
@@ -66,7 +76,21 @@ def test_compiled_path_with_granularities_and_keyframes():
         np.testing.assert_array_equal(fast, slow)
 
 
-def test_compiled_path_reports_non_finite_values():
+def test_kernel_choice_is_a_per_frame_parameter():
+    keras.utils.set_random_seed(15)
+    model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
+    plan = to_plan(model)
+    frames = static_camera_frames(20, seed=16)
+    pixel, _ = DeltaEngine(plan, granularity="pixel").run(frames)
+    engine = DeltaEngine(plan)
+    got = [engine.step(f)[0] for f in frames[:10]]
+    engine.granularity = "pixel"  # switched mid-stream: the state carries over
+    got += [engine.step(f)[0] for f in frames[10:]]
+    np.testing.assert_allclose(np.stack(got), pixel, rtol=1e-4, atol=1e-5)
+    assert set(engine.granularity.values()) == {"pixel"}
+
+
+def test_non_finite_values_are_reported():
     model = deltanet.build_model(3, arch="tiny", size=32)
     plan = to_plan(model)
     plan.arrays[plan.mac_steps()[1]["kernel_key"]][0, 0, 0, 0] = np.inf  # a broken weight
@@ -85,7 +109,8 @@ def test_parallel_kernel_choices_match_serial():
     serial, _ = DeltaEngine(plan, threads=1).run(frames)
     for choice in ("element-parallel", "pixel-parallel"):
         engine = DeltaEngine(plan, granularity=choice, threads=2)
-        assert all(r.parallel for r in engine._steps if hasattr(r, "parallel"))
+        assert engine.parallel and set(engine.granularity.values()) == {choice}
+        assert engine.clone().threads == 2 and engine.clone().granularity == engine.granularity  # clone keeps them
         got, _ = engine.run(frames)
         np.testing.assert_allclose(got, serial, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="granularity must be one of"):

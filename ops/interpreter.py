@@ -1,0 +1,335 @@
+"""The one frame interpreter: a lowered plan's step table run in a single compiled loop.
+
+``streaming.lower`` turns an engine plan into integer tables and buffer arenas; :func:`run_frame`
+executes one frame of them. Every kind of frame goes through this loop:
+
+* **delta frames**: each step works only on the pixels listed as changed (``ops`` kernels);
+* **dense frames** (``dense=True``: keyframes, the engine's dense mode): MAC steps recompute their
+  output from their input's current value (im2col + BLAS, direct depthwise), every tensor lists
+  all its pixels;
+* **profiled frames** (``profile=True``): the same loop, reading a monotonic clock around each
+  step (``ns[s]``); nothing else changes, so a profiled frame computes exactly what an
+  unprofiled one does.
+
+Region-weighted thresholds (``scaled``) and the per-layer kernel choice (``kernels``) are
+per-frame parameters too. Python builds the tables and reads the results; it never runs a step.
+
+Tables (all int64, built by ``streaming.lower``; field names below)
+-------------------------------------------------------------------
+``steps`` ``(S, NF)``: per step its opcode (``OP_*``), where its inputs are listed in
+``inputs`` (``F_IN0``, ``F_NIN``), its output tensor (``F_OUT``) and op arguments ``A0..``.
+``tensors`` ``(T, 5)``: value offset in ``fbuf`` (``T_VAL``), ``H, W, C``, and the offset of its
+own changed-pixel buffer in ``ibuf`` (``T_PIX``). ``params`` ``(S, 3)`` float64: activation
+parameters. ``scratch``: offsets of the buffers every step may reuse (``X_*``).
+
+Arenas: ``wbuf`` float32 (weights, read only, shareable between engines), ``fbuf`` float32
+(activations, encoder states and deltas, scratch), ``ibuf`` int32 (pixel lists), ``ubuf``
+uint8 (previous input frame, dedup marks).
+
+Per stream and frame: ``lst[t]``/``nlst[t]``: where tensor ``t``'s changed-pixel list is
+(an offset in ``ibuf``) and how long; ``enc_nnz[s]``: an encoder's non-zero deltas this frame;
+``nnz``/``macs`` per MAC layer; ``ns`` per step (profiled frames).
+"""
+
+from __future__ import annotations
+
+from ops.clock import now_ns
+from ops.config import njit_exact
+from ops.conv import (
+    _conv2d_elem,
+    _conv2d_elem_par,
+    _conv2d_pix,
+    _conv2d_pix_par,
+    _pointwise_elem,
+    _pointwise_elem_par,
+    _pointwise_pix,
+    _pointwise_pix_par,
+)
+from ops.dense import _conv_dense
+from ops.depthwise import _depthwise, _depthwise_par
+from ops.elementwise import (
+    _activation_pixels,
+    _affine_pixels,
+    _copy_channels,
+    _divide_pixels,
+    _frame_to_float_changed,
+    _global_pool,
+    _merge_pixels,
+    _pad_pixels,
+    _pool_pixels,
+    _pool_touch,
+    _union,
+)
+from ops.encode import _encode_quantize_rows, _encode_threshold_rows
+from ops.region import _encode_threshold_rows_scaled
+
+# opcodes
+OP_INPUT, OP_ENCODE, OP_MAC, OP_ACTIVATION, OP_AFFINE, OP_MERGE, OP_CONCAT, OP_PAD, OP_POOL, OP_GLOBAL_POOL, OP_FLATTEN = range(11)
+OP_NAMES = ("input", "encode", "mac", "activation", "affine", "merge", "concat", "pad", "pool", "global_pool", "flatten")
+
+# step table: common fields, then op arguments
+F_OP, F_IN0, F_NIN, F_OUT = range(4)
+A0 = 4
+NF = A0 + 14
+
+# input:    A0 scale (wbuf), A0+1 offset (wbuf), A0+2 previous frame (ubuf)
+# encode:   A0 kind (ENC_*), A0+1 param (wbuf), A0+2 delta rows (fbuf), A0+3 region scale (fbuf) or -1
+ENC_THRESHOLD, ENC_QUANTIZE, ENC_IDENTITY = range(3)
+# mac:      A0 kind (MAC_*), A0+1 kernel (wbuf), A0+2 bias (wbuf), A0+3..A0+6 kh, kw, Cin, Cout
+#           (depthwise: the multiplier M), A0+7 stride, A0+8 pad_top, A0+9 pad_left,
+#           A0+10 the encoder step, A0+11 MAC layer index, A0+12 dense MACs, A0+13 input elements
+MAC_CONV, MAC_POINTWISE, MAC_DEPTHWISE = range(3)
+# per-frame kernel choice of a MAC layer (``kernels``): granularity + 2 * parallel
+KERNEL_ELEMENT, KERNEL_PIXEL, KERNEL_ELEMENT_PARALLEL, KERNEL_PIXEL_PARALLEL = range(4)
+# activation: A0 code (ops.elementwise.ACTIVATIONS), params[s, :3]
+# affine:   A0 scale (wbuf), A0+1 offset (wbuf)
+# merge:    A0 kind (ops.elementwise.MERGES), A0+1 divide the result by the input count (Average)
+# pad:      A0 top, A0+1 left
+# pool:     A0 is_max, A0+1 kh, A0+2 kw, A0+3 stride, A0+4 pad_top, A0+5 pad_left
+# global_pool: A0 is_max
+
+# tensor table
+T_VAL, T_H, T_W, T_C, T_PIX = range(5)
+NT = 5
+
+# shared scratch (offsets): iota (ibuf), union target (ibuf), dedup marks (ubuf), the
+# element-wise kernels' non-zero lists (ibuf, X_NZ_ROWS rows), pixel-wise gather and product
+# (fbuf), im2col columns (fbuf)
+X_IOTA, X_UNION, X_MARK, X_NZ, X_NZ_ROWS, X_GATHER, X_PROD, X_COL = range(8)
+NX = 8
+
+
+@njit_exact(inline="always")
+def _mat(buf, off, rows, cols):
+    """``buf[off : off + rows*cols]`` as a C-contiguous ``(rows, cols)`` view."""
+    return buf[off : off + rows * cols].reshape((rows, cols))
+
+
+@njit_exact(inline="always")
+def _vec(buf, off, n):
+    return buf[off : off + n]
+
+
+@njit_exact
+def _mac_sparse(kind, choice, act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf, gather, prod):
+    """One delta MAC step with the chosen kernel; returns ``(n_touched, macs)``."""
+    par = choice >= KERNEL_ELEMENT_PARALLEL
+    pixel = choice == KERNEL_PIXEL or choice == KERNEL_PIXEL_PARALLEL
+    if kind == MAC_DEPTHWISE:
+        if par:
+            return _depthwise_par(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf)
+        return _depthwise(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf)
+    if kind == MAC_POINTWISE:
+        w = w4.reshape((w4.shape[2], w4.shape[3]))
+        if pixel:
+            if par:
+                return _pointwise_pix_par(act, na, rows, w, acc, touched, prod)
+            return _pointwise_pix(act, na, rows, w, acc, touched, prod)
+        if par:
+            return _pointwise_elem_par(act, na, rows, w, acc, touched, nzbuf)
+        return _pointwise_elem(act, na, rows, w, acc, touched, nzbuf)
+    if pixel:
+        if par:
+            return _conv2d_pix_par(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, gather, prod)
+        return _conv2d_pix(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, gather, prod)
+    if par:
+        return _conv2d_elem_par(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf)
+    return _conv2d_elem(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf)
+
+
+@njit_exact(inline="always")
+def _unchanged(steps, inputs, nlst, s):
+    """Whether no input of step ``s`` lists a changed pixel."""
+    first = steps[s, F_IN0]
+    for k in range(steps[s, F_NIN]):
+        if nlst[inputs[first + k]] > 0:
+            return False
+    return True
+
+
+@njit_exact
+def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, frame, kernels,
+              lst, nlst, enc_nnz, nnz, macs, ns, dense, scaled, profile):  # fmt: skip
+    """Run one frame (``frame``: uint8 ``(H, W, C)``, C-contiguous) through every step.
+
+    ``dense``: recompute every MAC layer from its input (a keyframe, or dense mode);
+    ``scaled``: threshold encoders use their region scale; ``profile``: fill ``ns[s]`` with
+    each step's nanoseconds. Returns -1, or the index of the step whose encoder met
+    non-finite values (the stream's state is then broken: reset it).
+    """
+    iota = scratch[X_IOTA]
+    h0, w0, c0 = frame.shape
+    frame2 = frame.reshape((h0 * w0, c0))
+    nz_rows = scratch[X_NZ_ROWS]
+    t0 = now_ns() if profile else 0
+    for s in range(steps.shape[0]):
+        op = steps[s, F_OP]
+        o = steps[s, F_OUT]
+        oh, ow, oc = tensors[o, T_H], tensors[o, T_W], tensors[o, T_C]
+        opix = tensors[o, T_PIX]
+        if not dense and op != OP_INPUT and _unchanged(steps, inputs, nlst, s):
+            # nothing reached this step: it has nothing to do (no buffers are even looked at)
+            lst[o] = opix
+            nlst[o] = 0
+            if op == OP_ENCODE:
+                enc_nnz[s] = 0
+            elif op == OP_MAC:
+                nnz[steps[s, A0 + 11]] = 0
+                macs[steps[s, A0 + 11]] = 0
+        elif op == OP_INPUT:
+            out2 = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc)
+            prev = _mat(ubuf, steps[s, A0 + 2], oh * ow, oc)
+            n = _frame_to_float_changed(frame2, prev, out2, _vec(wbuf, steps[s, A0], oc), _vec(wbuf, steps[s, A0 + 1], oc),
+                                        _vec(ibuf, opix, oh * ow), dense)  # fmt: skip
+            lst[o] = iota if dense else opix
+            nlst[o] = n
+        else:
+            out2 = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc)
+            a = inputs[steps[s, F_IN0]]
+            ah, aw, ac = tensors[a, T_H], tensors[a, T_W], tensors[a, T_C]
+            a2 = _mat(fbuf, tensors[a, T_VAL], ah * aw, ac)
+            la = _vec(ibuf, lst[a], ah * aw)
+            na = nlst[a]
+            if op == OP_ENCODE:
+                kind = steps[s, A0]
+                if kind == ENC_IDENTITY:  # dense mode: the output is the input's buffer
+                    lst[o] = lst[a]
+                    nlst[o] = na
+                    enc_nnz[s] = -1
+                else:
+                    param = _vec(wbuf, steps[s, A0 + 1], ac)
+                    rows = _mat(fbuf, steps[s, A0 + 2], ah * aw, ac)
+                    active = _vec(ibuf, opix, oh * ow)
+                    if kind == ENC_QUANTIZE:
+                        n, z, bad = _encode_quantize_rows(a2, param, out2, la, na, active, rows)
+                    elif scaled and steps[s, A0 + 3] >= 0:
+                        pscale = _vec(fbuf, steps[s, A0 + 3], ah * aw)
+                        n, z, bad = _encode_threshold_rows_scaled(a2, param, pscale, out2, la, na, active, rows)
+                    else:
+                        n, z, bad = _encode_threshold_rows(a2, param, out2, la, na, active, rows)
+                    if bad > 0:
+                        return s
+                    enc_nnz[s] = z
+                    lst[o] = opix
+                    nlst[o] = n
+            elif op == OP_MAC:
+                kind = steps[s, A0]
+                kh, kw, cin, cout = steps[s, A0 + 3], steps[s, A0 + 4], steps[s, A0 + 5], steps[s, A0 + 6]
+                w4 = wbuf[steps[s, A0 + 1] : steps[s, A0 + 1] + kh * kw * cin * cout].reshape((kh, kw, cin, cout))
+                stride, pt, pl = steps[s, A0 + 7], steps[s, A0 + 8], steps[s, A0 + 9]
+                enc = steps[s, A0 + 10]
+                mi = steps[s, A0 + 11]
+                acc = out2.reshape((oh, ow, oc))
+                nnz[mi] = steps[s, A0 + 13] if enc_nnz[enc] < 0 else enc_nnz[enc]
+                if dense:
+                    bias = _vec(wbuf, steps[s, A0 + 2], oc)
+                    _conv_dense(a2.reshape((ah, aw, ac)), w4, stride, pt, pl, bias, acc, fbuf[scratch[X_COL] :],
+                                kind == MAC_DEPTHWISE, kind == MAC_POINTWISE)  # fmt: skip
+                    lst[o] = iota
+                    nlst[o] = oh * ow
+                    macs[mi] = steps[s, A0 + 12]
+                else:
+                    rows = _mat(fbuf, steps[enc, A0 + 2], ah * aw, ac)
+                    nzbuf = _mat(ibuf, scratch[X_NZ], nz_rows, cin)
+                    gather = _mat(fbuf, scratch[X_GATHER], ah * aw, cin)
+                    prod = _mat(fbuf, scratch[X_PROD], ah * aw, oc)
+                    mark = _vec(ubuf, scratch[X_MARK], oh * ow)
+                    nt, m = _mac_sparse(kind, kernels[mi], la, na, rows, aw, w4, stride, pt, pl, acc,
+                                        _vec(ibuf, opix, oh * ow), mark, nzbuf, gather, prod)  # fmt: skip
+                    lst[o] = opix
+                    nlst[o] = nt
+                    macs[mi] = m
+            elif op == OP_ACTIVATION:
+                n = oh * ow if dense else na
+                pix = _vec(ibuf, iota, n) if dense else la
+                _activation_pixels(a2, out2, steps[s, A0], params[s, 0], params[s, 1], params[s, 2], pix, n)
+                lst[o] = iota if dense else lst[a]
+                nlst[o] = n
+            elif op == OP_AFFINE:
+                n = oh * ow if dense else na
+                pix = _vec(ibuf, iota, n) if dense else la
+                _affine_pixels(a2, out2, _vec(wbuf, steps[s, A0], oc), _vec(wbuf, steps[s, A0 + 1], oc), pix, n)
+                lst[o] = iota if dense else lst[a]
+                nlst[o] = n
+            elif op == OP_MERGE or op == OP_CONCAT:
+                nin = steps[s, F_NIN]
+                first = steps[s, F_IN0]
+                # The changed output pixels: all of them in a dense frame or when a broadcast
+                # (1, 1, C) input changed, else the union of the full-size inputs' lists.
+                every = dense
+                cur = -1
+                n = 0
+                for k in range(nin):
+                    b = inputs[first + k]
+                    if tensors[b, T_H] * tensors[b, T_W] != oh * ow:
+                        every = every or nlst[b] > 0
+                    elif cur < 0:
+                        cur = lst[b]
+                        n = nlst[b]
+                    else:
+                        target = opix if cur != opix else scratch[X_UNION]
+                        n = _union(_vec(ibuf, cur, oh * ow), n, _vec(ibuf, lst[b], oh * ow), nlst[b], _vec(ibuf, target, oh * ow))
+                        cur = target
+                if every:
+                    cur = iota
+                    n = oh * ow
+                elif cur == scratch[X_UNION]:  # the shared scratch is not a tensor's list: move it home
+                    _vec(ibuf, opix, n)[:] = _vec(ibuf, cur, n)
+                    cur = opix
+                pix = _vec(ibuf, cur, oh * ow)
+                if op == OP_MERGE:
+                    kind = steps[s, A0]
+                    b = inputs[first + 1]
+                    bh, bw = tensors[b, T_H], tensors[b, T_W]
+                    b2 = _mat(fbuf, tensors[b, T_VAL], bh * bw, oc)
+                    _merge_pixels(kind, a2, 1 if ah * aw == oh * ow else 0, b2, 1 if bh * bw == oh * ow else 0, out2, pix, n)
+                    for k in range(2, nin):
+                        b = inputs[first + k]
+                        bh, bw = tensors[b, T_H], tensors[b, T_W]
+                        b2 = _mat(fbuf, tensors[b, T_VAL], bh * bw, oc)
+                        _merge_pixels(kind, out2, 1, b2, 1 if bh * bw == oh * ow else 0, out2, pix, n)
+                    if steps[s, A0 + 1] != 0:
+                        _divide_pixels(out2, nin, pix, n)
+                else:
+                    c0 = 0
+                    for k in range(nin):
+                        b = inputs[first + k]
+                        bc = tensors[b, T_C]
+                        _copy_channels(_mat(fbuf, tensors[b, T_VAL], oh * ow, bc), out2, c0, pix, n)
+                        c0 += bc
+                lst[o] = cur
+                nlst[o] = n
+            elif op == OP_PAD:
+                pix = _vec(ibuf, iota, ah * aw) if dense else la
+                n = ah * aw if dense else na
+                _pad_pixels(a2, out2, aw, ow, steps[s, A0], steps[s, A0 + 1], pix, n, _vec(ibuf, opix, oh * ow))
+                lst[o] = opix
+                nlst[o] = n
+            elif op == OP_POOL:
+                is_max = steps[s, A0] != 0
+                pkh, pkw, pst, ppt, ppl = steps[s, A0 + 1], steps[s, A0 + 2], steps[s, A0 + 3], steps[s, A0 + 4], steps[s, A0 + 5]
+                if dense:
+                    n = oh * ow
+                    cur = iota
+                else:
+                    n = _pool_touch(la, na, aw, pkh, pkw, pst, ppt, ppl, oh, ow, _vec(ibuf, opix, oh * ow),
+                                    _vec(ubuf, scratch[X_MARK], oh * ow))  # fmt: skip
+                    cur = opix
+                _pool_pixels(a2, out2, ah, aw, pkh, pkw, pst, ppt, ppl, ow, is_max, _vec(ibuf, cur, oh * ow), n)
+                lst[o] = cur
+                nlst[o] = n
+            elif op == OP_GLOBAL_POOL:
+                if dense or na > 0:
+                    _global_pool(a2, out2, steps[s, A0] != 0)
+                    nlst[o] = 1
+                else:
+                    nlst[o] = 0
+                lst[o] = iota
+            else:  # OP_FLATTEN: the output is the input's buffer seen as a vector
+                lst[o] = iota
+                nlst[o] = 1 if (dense or na > 0) else 0
+        if profile:
+            t1 = now_ns()
+            ns[s] = t1 - t0
+            t0 = t1
+    return -1
