@@ -12,11 +12,11 @@ from deltanet.graph import (
     FRAME_LAYERS,
     MAC_LAYERS,
     MERGE_LAYERS,
-    as_functional,
     cost_per_nonzero,
     graph_nodes,
     unsupported_layers,
 )
+from deltanet.pretrained import flatten
 
 SUPPORTED_LAYERS = MAC_LAYERS + MERGE_LAYERS + FRAME_LAYERS
 
@@ -55,7 +55,8 @@ def deltafy(
     deltafy, fine-tune with a penalty.
 
     Args:
-        frame_model: a functional or Sequential per-frame Keras model.
+        frame_model: a functional or Sequential per-frame Keras model; nested models (a
+            pretrained base called inside a wrapper) are inlined (``deltanet.pretrained.flatten``).
         mode, threshold, step, penalty, per_channel: passed to every ``DeltaActivation``.
         penalty_weight: weight of the whole model's penalty. Each layer gets
             ``penalty_weight * (its input elements per frame) / (model MACs per frame)``, so
@@ -71,7 +72,7 @@ def deltafy(
     Raises:
         UnsupportedLayerError: naming every layer of ``frame_model`` it cannot convert.
     """
-    model = as_functional(frame_model)
+    model = flatten(frame_model)  # a pretrained base inside a wrapper: one graph
     bad = unsupported_layers(model, SUPPORTED_LAYERS)
     if bad:
         raise UnsupportedLayerError(

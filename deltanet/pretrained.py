@@ -1,0 +1,181 @@
+"""Pretrained Keras models as users bring them: legacy ``.h5`` files, nested models, input scaling.
+
+A downloaded classifier rarely looks like a model built here: it is a legacy HDF5 file, or a
+pretrained base called inside a wrapper (a nested functional model), it expects inputs
+scaled to ``[-1, 1]`` or ``[0, 1]`` rather than 0..255, and it often ends in a softmax.
+This module does the surgery once, for ``deltafy``, the streaming converter,
+``training.fit --arch PATH`` and ``training.distill``:
+
+* :func:`load_frame_model`: ``.keras`` or legacy ``.h5``/``.hdf5``; a deltanet clip model gives
+  its per-frame network and its ``info`` (class names...);
+* :func:`flatten`: inline every nested functional or Sequential model (weights shared), so
+  each layer is a node of one graph;
+* :func:`with_rescaling`: a ``Rescaling(scale, offset)`` in front (``--rescale SCALE,OFFSET``):
+  the model then takes raw 0..255 pixels, and the streaming converter folds the scaling into
+  its input step;
+* :func:`strip_softmax`: a final softmax removed, so the model returns logits (what the
+  clip head averages and what distillation compares).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import keras
+
+from deltanet.graph import as_functional, graph_nodes
+
+#: file suffixes read by Keras' legacy HDF5 loader
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def parse_rescale(text: str) -> tuple[float, float]:
+    """``"SCALE,OFFSET"`` -> ``(scale, offset)``, Keras ``Rescaling`` semantics ``x * scale + offset``.
+
+    Fractions are allowed (``"1/127.5,-1"``). Raises ``ValueError`` unless both are finite
+    and ``scale != 0``.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"expected SCALE,OFFSET (e.g. 1/127.5,-1), got {text!r}")
+    values = []
+    for p in parts:
+        num, _, den = p.partition("/")
+        try:
+            v = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected SCALE,OFFSET as two numbers (a/b allowed), got {text!r}") from None
+        values.append(v)
+    scale, offset = values
+    if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
+        raise ValueError(f"SCALE must be a finite non-zero number and OFFSET finite, got {text!r}")
+    return scale, offset
+
+
+def _call_flat(model: keras.Model, inputs: list) -> list:
+    """Call ``model``'s layers (not the model) on ``inputs``, recursing into nested models."""
+    model = as_functional(model)
+    tensors = {id(t): x for t, x in zip(model.inputs, inputs)}
+    for node in graph_nodes(model):
+        args = [tensors[id(t)] for t in node.input_tensors]
+        layer = node.operation
+        if isinstance(layer, keras.Model):
+            outs = _call_flat(layer, args)
+        else:
+            out = layer(args if len(args) > 1 else args[0])
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        for t, o in zip(node.outputs, outs):
+            tensors[id(t)] = o
+    return [tensors[id(t)] for t in model.outputs]
+
+
+def _rebuild(model: keras.Model, inputs: list, outputs: list) -> keras.Model:
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+
+
+def _fresh_inputs(model: keras.Model) -> list:
+    return [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
+
+
+def is_nested(model: keras.Model) -> bool:
+    """True when a node of ``model`` (functional or Sequential) is itself a model."""
+    return any(isinstance(node.operation, keras.Model) for node in graph_nodes(as_functional(model)))
+
+
+def flatten(model: keras.Model) -> keras.Model:
+    """``model`` with every nested functional/Sequential model inlined (the same layer objects).
+
+    Returns the model itself (as functional) when nothing is nested. Subclassed models are
+    refused by ``as_functional``: their graph cannot be read.
+    """
+    model = as_functional(model)
+    if not is_nested(model):
+        return model
+    inputs = _fresh_inputs(model)
+    return _rebuild(model, inputs, _call_flat(model, inputs))
+
+
+def with_rescaling(model: keras.Model, scale: float, offset: float) -> keras.Model:
+    """A flattened ``model`` that first applies ``Rescaling(scale, offset)`` (``x * scale + offset``)."""
+    model = as_functional(model)
+    if len(model.inputs) != 1:
+        raise ValueError(f"--rescale needs a single-input model, {model.name!r} has {len(model.inputs)} inputs")
+    (inp,) = _fresh_inputs(model)
+    x = keras.layers.Rescaling(scale, offset=offset, name="input_rescale")(inp)
+    return _rebuild(model, [inp], _call_flat(model, [x]))
+
+
+def _is_softmax(layer) -> bool:
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return isinstance(layer, keras.layers.Activation) and keras.activations.serialize(layer.activation) in ("softmax", {"class_name": "softmax"})
+
+
+def strip_softmax(model: keras.Model) -> tuple[keras.Model, bool]:
+    """``(model without its final softmax, True)``, or ``(model, False)`` if it does not end in one.
+
+    A final ``Softmax``/``Activation("softmax")`` layer is dropped; a final ``Dense`` or
+    ``Conv2D`` with ``activation="softmax"`` is rebuilt with a linear activation (same weights).
+    """
+    model = flatten(model)
+    if len(model.outputs) != 1:
+        return model, False
+    history = model.outputs[0]._keras_history
+    layer = history.operation
+    # the node of *this* graph: a shared layer (flatten re-calls them) has several
+    (layer_input,) = layer._inbound_nodes[history.node_index].input_tensors
+    if _is_softmax(layer):
+        return _rebuild(model, list(model.inputs), [layer_input]), True
+    if getattr(layer, "activation", None) is not None and keras.activations.serialize(layer.activation) == "softmax":
+        config = dict(layer.get_config(), activation="linear", name=layer.name + "_logits")
+        linear = type(layer).from_config(config)
+        y = linear(layer_input)
+        linear.set_weights(layer.get_weights())
+        return _rebuild(model, list(model.inputs), [y]), True
+    return model, False
+
+
+def load_frame_model(path: str | os.PathLike) -> tuple[keras.Model, dict]:
+    """Load a pretrained per-frame model: ``(flattened frame model, info)``.
+
+    ``.keras`` files load in Keras' safe mode with deltanet's layers registered; ``.h5`` and
+    ``.hdf5`` through Keras' legacy HDF5 loader (``compile=False``: the training configuration
+    of an old file is not needed and often not loadable). A deltanet clip model (input
+    ``(batch, time, H, W, C)``) gives its per-frame network (``deltanet.per_frame_model``)
+    and its ``info``; any other model gives ``info = {}``.
+
+    Raises:
+        ValueError: an unknown suffix, or a file Keras cannot read (the message names it).
+    """
+    from deltanet.models import model_info, per_frame_model
+    from deltanet.saving import load_model
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".keras",) + H5_SUFFIXES:
+        raise ValueError(f"{path}: expected a .keras or legacy .h5/.hdf5 model file")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    try:
+        model = load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for unreadable files
+        raise ValueError(f"cannot load {path}: {' '.join(str(e).split()) or type(e).__name__}") from e
+    model = flatten(model)
+    if len(model.inputs[0].shape) == 5:
+        return flatten(per_frame_model(model)), model_info(model)
+    return model, {}
+
+
+def prepare_frame_model(
+    model: keras.Model, *, rescale: tuple[float, float] | None = None, logits: bool = True
+) -> keras.Model:
+    """A pretrained per-frame model made ready for ``deltafy``: flattened, ``rescale`` in front
+    (if given), final softmax removed (``logits=True``)."""
+    model = flatten(model)
+    if rescale is not None:
+        model = with_rescaling(model, *rescale)
+    if logits:
+        model, _ = strip_softmax(model)
+    return model
