@@ -10,7 +10,8 @@ This module does the surgery once, for ``deltafy``, the streaming converter,
   its per-frame network and its ``info`` (class names...);
 * :func:`flatten`: inline every nested functional or Sequential model (weights shared), so
   each layer is a node of one graph;
-* :func:`with_rescaling`: a ``Rescaling(scale, offset)`` in front (``--rescale SCALE,OFFSET``):
+* :func:`with_rescaling`: a ``Rescaling(scale, offset)`` in front (``--rescale SCALE,OFFSET``,
+  parsed by ``training.cli.rescale_arg``):
   the model then takes raw 0..255 pixels, and the streaming converter folds the scaling into
   its input step;
 * :func:`strip_softmax`: a final softmax removed, so the model returns logits (what the
@@ -19,7 +20,6 @@ This module does the surgery once, for ``deltafy``, the streaming converter,
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -29,29 +29,6 @@ from deltanet.graph import as_functional, graph_nodes
 
 #: file suffixes read by Keras' legacy HDF5 loader
 H5_SUFFIXES = (".h5", ".hdf5")
-
-
-def parse_rescale(text: str) -> tuple[float, float]:
-    """``"SCALE,OFFSET"`` -> ``(scale, offset)``, Keras ``Rescaling`` semantics ``x * scale + offset``.
-
-    Fractions are allowed (``"1/127.5,-1"``). Raises ``ValueError`` unless both are finite
-    and ``scale != 0``.
-    """
-    parts = [p.strip() for p in str(text).split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f"expected SCALE,OFFSET (e.g. 1/127.5,-1), got {text!r}")
-    values = []
-    for p in parts:
-        num, _, den = p.partition("/")
-        try:
-            v = float(num) / float(den) if den else float(num)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"expected SCALE,OFFSET as two numbers (a/b allowed), got {text!r}") from None
-        values.append(v)
-    scale, offset = values
-    if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
-        raise ValueError(f"SCALE must be a finite non-zero number and OFFSET finite, got {text!r}")
-    return scale, offset
 
 
 def _call_flat(model: keras.Model, inputs: list) -> list:
@@ -179,3 +156,31 @@ def prepare_frame_model(
     if logits:
         model, _ = strip_softmax(model)
     return model
+
+
+def pretrained_clip_model(
+    path: str | os.PathLike,
+    *,
+    rescale: tuple[float, float] | None = None,
+    class_names: list[str] | None = None,
+    info: dict | None = None,
+) -> keras.Model:
+    """A pretrained per-frame classifier file as a deltanet clip model that every CLI runs.
+
+    The frame model is loaded (:func:`load_frame_model`), made ready (:func:`prepare_frame_model`:
+    flattened, ``rescale`` in front, final softmax removed) and wrapped as a dense clip
+    classifier (``clip_classifier(baseline=True)``: the streaming engine runs it with exact
+    deltas) whose ``info`` carries ``class_names`` and ``info``.
+    """
+    from deltanet.models import clip_classifier
+
+    frame_model, saved_info = load_frame_model(path)
+    frame_model = prepare_frame_model(frame_model, rescale=rescale)
+    classes = int(frame_model.output.shape[-1])
+    names = list(class_names or saved_info.get("class_names") or [f"class_{i}" for i in range(classes)])
+    if len(names) != classes:
+        raise ValueError(f"{len(names)} class names for a model with {classes} outputs")
+    meta = {**saved_info, **(info or {}), "class_names": names, "source_model": os.fspath(path)}
+    if rescale is not None:
+        meta["rescale"] = list(rescale)
+    return clip_classifier(frame_model, baseline=True, info=meta)

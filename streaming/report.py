@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import ArgumentParser, CliError, fail, positive_int
+from training.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
 
 PROG = "python -m streaming.report"
 PLOTS = {"density_heatmap.png": "Per-layer MAC density (executed / dense MACs), frames x layers",
@@ -94,15 +94,18 @@ def _open(source: str, n: int):
         raise CliError(f"--source {source!r}: {e}") from e
 
 
-def _read_clips(src, source: str, engines: list) -> dict[tuple, np.ndarray]:
-    """Every frame of ``src``, prepared once per distinct model input shape (raw frames are not kept)."""
+def _read_clips(src, source: str, engines: list, crop=None) -> dict[tuple, np.ndarray]:
+    """Every frame of ``src`` (``crop`` cut out first), prepared once per distinct model input shape
+    (raw frames are not kept)."""
+    from streaming.preprocess import crop_image
+
     preparers = {}
     for e in engines:
         preparers.setdefault(tuple(e.input_shape), e.prepare)
     clips = {shape: [] for shape in preparers}
     for frame in src:
         for shape, prepare in preparers.items():
-            clips[shape].append(prepare(frame.image))
+            clips[shape].append(prepare(crop_image(frame.image, crop)))
     n = len(next(iter(clips.values())))
     if n < 2:
         raise CliError(f"--source {source!r}: need at least 2 frames, got {n}")
@@ -488,8 +491,11 @@ def _labels_for(paths: list[str]) -> list[str]:
 
 def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: str | None = None, threads: int | None = 1,
         warmup: int = 10, block: int = 25, keyframe_interval: int | None = None, progress: bool = True,
-        out=None) -> dict:
-    """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``."""
+        crop=None, out=None) -> dict:
+    """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``.
+
+    ``crop`` (a ``streaming.preprocess.Crop``) is cut from every frame before resizing.
+    """
     from tqdm import tqdm
 
     from streaming.model_io import model_kind
@@ -503,12 +509,17 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
         raise CliError(f"--out: {out_dir!r} exists and is not a folder")
     src = _open(source, frames)   # a bad source fails before the (slow) model loading
     try:
+        if crop is not None:
+            try:
+                crop.box(*src.size)
+            except ValueError as e:
+                raise CliError(f"--crop: {e}") from e
         runs, keras_models = [], []
         for p, label in zip(paths, _labels_for(paths)):
             r, km = _load(p, label, threads, keyframe_interval)
             runs.append(r)
             keras_models.append(km)
-        clips = _read_clips(src, source, [r.engine for r in runs])
+        clips = _read_clips(src, source, [r.engine for r in runs], crop)
     finally:
         src.close()
     n_frames = len(next(iter(clips.values())))
@@ -563,6 +574,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--warmup", type=positive_int, default=10, help="dense-engine warm-up frames (default 10)")
     p.add_argument("--keyframe-interval", type=positive_int, default=None, help="dense refresh every N frames (default: first frame only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_crop_argument(p)
     return p
 
 
@@ -571,7 +583,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.model, args.source, args.out, frames=args.frames, compare=args.compare, threads=args.threads,
-            warmup=args.warmup, keyframe_interval=args.keyframe_interval, progress=not args.quiet)
+            warmup=args.warmup, keyframe_interval=args.keyframe_interval, progress=not args.quiet, crop=args.crop)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:
