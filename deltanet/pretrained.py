@@ -61,17 +61,25 @@ def is_nested(model: keras.Model) -> bool:
     return any(isinstance(node.operation, keras.Model) for node in graph_nodes(as_functional(model)))
 
 
-def flatten(model: keras.Model) -> keras.Model:
-    """``model`` with every nested functional/Sequential model inlined (the same layer objects).
+def flatten(model: keras.Model, *, copy: bool = False) -> keras.Model:
+    """``model`` with every nested functional/Sequential model inlined.
 
-    Returns the model itself (as functional) when nothing is nested. Subclassed models are
-    refused by ``as_functional``: their graph cannot be read.
+    The result reuses the same layer objects (weights shared), which then belong to two
+    graphs; ``copy=True`` gives it layers of its own instead (same weights, copied), for
+    tools that read a layer's ``input``/``output`` (the streaming converter). Returns the model
+    itself (as functional) when nothing is nested. Subclassed models are refused by
+    ``as_functional``: their graph cannot be read.
     """
     model = as_functional(model)
     if not is_nested(model):
         return model
     inputs = _fresh_inputs(model)
-    return _rebuild(model, inputs, _call_flat(model, inputs))
+    flat = _rebuild(model, inputs, _call_flat(model, inputs))
+    if copy:
+        own = keras.models.clone_model(flat)
+        own.set_weights(flat.get_weights())
+        return own
+    return flat
 
 
 def with_rescaling(model: keras.Model, scale: float, offset: float) -> keras.Model:

@@ -64,7 +64,7 @@ def to_plan(model) -> Plan:
     from deltanet.pretrained import flatten
     from deltanet.temporal_mean import TemporalMean
 
-    model = flatten(model)  # nested models (a clip model inside a wrapper) become one graph
+    model = flatten(model, copy=True)  # nested models (a clip model inside a wrapper) become one graph
     info = model_info(model)
     try:
         frames_model = keras.Model(model.input, model.get_layer(CLIP_HEAD).input)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: ``cv2.COLOR_RGB2GRAY`` on uint8 is ``(R*r + G*g + B*b + 2**13) >> 14`` with these weights
-#: (BT.601 luma 0.299/0.587/0.114 in 14-bit fixed point); a TensorFlow data pipeline uses the
-#: same integers to produce bit-identical grayscale frames.
-GRAY_WEIGHTS_Q14 = (4899, 9617, 1868)
+#: ``cv2.COLOR_RGB2GRAY`` on uint8 is ``(R*r + G*g + B*b + 2**14) >> 15`` with these weights
+#: (BT.601 luma 0.299/0.587/0.114 in 15-bit fixed point; a test checks it against OpenCV); a
+#: TensorFlow data pipeline uses the same integers to produce bit-identical grayscale frames.
+GRAY_WEIGHTS_Q15 = (9798, 19235, 3735)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def crop_image(image: np.ndarray, crop: Crop | None) -> np.ndarray:
 
 
 def rgb_to_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(H, W, 3)`` -> uint8 ``(H, W, 1)``: OpenCV's ``COLOR_RGB2GRAY`` (see :data:`GRAY_WEIGHTS_Q14`)."""
+    """uint8 RGB ``(H, W, 3)`` -> uint8 ``(H, W, 1)``: OpenCV's ``COLOR_RGB2GRAY`` (see :data:`GRAY_WEIGHTS_Q15`)."""
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[:, :, None]
 
 

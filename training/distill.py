@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,7 +71,8 @@ class DistillConfig:
     temperature: float = 1.0
     val_fraction: float = 0.3
     methods: list = field(default_factory=lambda: list(METHODS))
-    calibration_clips: int = 64
+    calibration_clips: int = 32
+    sweep_clips: int = 8
     class_names: list | None = None
     seed: int = 0
 
@@ -117,6 +119,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--val-fraction", type=positive_float, default=d.val_fraction, help=f"fraction of the video files kept for validation (default {d.val_fraction})")
     p.add_argument("--methods", type=_methods, default=d.methods, help=f"threshold initialisations tried, best on validation kept (default {','.join(d.methods)})")
     p.add_argument("--calibration-clips", type=positive_int, default=d.calibration_clips, help=f"distillation clips used by the calibration (default {d.calibration_clips})")
+    p.add_argument("--sweep-clips", type=positive_int, default=d.sweep_clips, help=f"of those, clips for the error sweeps of teal and chess (default {d.sweep_clips})")
     p.add_argument("--class-names", default=None, help="comma-separated class names (default: the model's, else class_0, class_1, ...)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"file split and clip sampling (default {d.seed})")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of --out")
@@ -134,12 +137,6 @@ def paths_for(out: str | os.PathLike) -> dict[str, Path]:
     work = out.with_name(out.stem + ".distill")
     return {"model": out, "report": out.with_suffix(".json"), "work": work, "state": work / "state.json",
             "checkpoint": work / "student.keras", "best": work / "best.keras"}
-
-
-def _atomic_save(model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -229,6 +226,7 @@ def run(cfg: DistillConfig, *, resume: bool = False, log=_log) -> dict:
     report.update(seconds=round(time.time() - started, 1), config=asdict(cfg),
                   distil_videos=distil_paths, val_videos=val_paths)
     _atomic_text(paths["report"], json.dumps(report, indent=2))
+    shutil.rmtree(paths["work"], ignore_errors=True)  # done: nothing left to resume
     return report
 
 
@@ -241,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         rescale=list(args.rescale) if args.rescale else None, target_density=args.target_density, epochs=args.epochs,
         frames=args.frames, clips_per_epoch=args.clips_per_epoch, batch_size=args.batch_size, learning_rate=args.learning_rate,
         delta_weight=args.delta_weight, temperature=args.temperature, val_fraction=args.val_fraction, methods=list(args.methods),
-        calibration_clips=args.calibration_clips, class_names=names, seed=args.seed,
+        calibration_clips=args.calibration_clips, sweep_clips=args.sweep_clips, class_names=names, seed=args.seed,
     )
     try:
         report = run(cfg, resume=args.resume, log=(lambda m: None) if args.quiet else _log)

@@ -104,7 +104,7 @@ class Job:
         batches = _batches(self.cal_clips, 16)
         for method in cfg.methods:
             self.log(f"calibrating the student's thresholds with {method} for MAC density {cfg.target_density} ...")
-            result = cal.calibrate(frames, batches, cfg.target_density, method, sweep_clips=min(32, cfg.calibration_clips))
+            result = cal.calibrate(frames, batches, cfg.target_density, method, sweep_clips=min(cfg.sweep_clips, cfg.calibration_clips))
             rec = {"method": method, "calibration_mac_density": result.mac_density, **self._score(frames)}
             self.log(f"  {method}: validation top-1 agreement {rec['top1_agreement']:.4f}, MAC density {rec['mac_density']:.4f}")
             tried.append((rec, result.thresholds))
