@@ -159,3 +159,35 @@ def test_gray_model_runs_from_rgb_frames(tmp_path):
     assert np.array_equal(engine.prepare(engine.prepare(rgb[0])), engine.prepare(rgb[0]))  # preparing twice: no change
     with pytest.raises(ValueError, match="RGB frame"):
         engine.prepare(np.zeros((16, 16, 4), np.uint8))
+
+
+def test_fit_gray_clips_match_the_engines_gray():
+    import tensorflow as tf
+
+    from training.fit import gray_clips
+
+    clip = np.random.default_rng(6).integers(0, 256, (2, 3, 20, 24, 3), dtype=np.uint8)
+    gray, _ = gray_clips(tf.constant(clip), 0)
+    expected = np.stack([[rgb_to_gray(f) for f in c] for c in clip])
+    np.testing.assert_array_equal(gray.numpy(), expected)
+
+
+def test_fit_arch_h5_nested_gray_with_rescale(tmp_path):
+    from fakes import make_fake_ucf101
+    from training.fit import FitConfig, run
+
+    base = _base(channels=1, softmax=True)
+    inp = keras.Input((16, 16, 1))
+    keras.Model(inp, base(inp)).save(tmp_path / "gray.h5")  # nested, expects [-1, 1], ends in softmax
+    make_fake_ucf101(tmp_path / "ucf", classes=("ApplyEyeMakeup", "YoYo"), groups=(1, 8), clips=1, frames=6, size=(24, 24))
+    cfg = FitConfig(data=str(tmp_path / "ucf"), arch=str(tmp_path / "gray.h5"), rescale=[2 / 255, -1.0], size=16, frames=2,
+                    stride=1, epochs=1, batch_size=2, out=str(tmp_path / "run"))
+    metrics = run(cfg, verbose=0)
+    model = deltanet.load_model(tmp_path / "run" / "model.keras")
+    assert model.input.shape[-1] == 1 and model.get_layer("input_rescale_frames") is not None
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    DeltaEngine.from_keras(model).run(_video(4))  # and it streams from RGB frames
+    from training.cli import CliError
+
+    with pytest.raises(CliError, match="pass --size 16"):
+        run(FitConfig(data=str(tmp_path / "ucf"), arch=str(tmp_path / "gray.h5"), size=32, out=str(tmp_path / "run2")), verbose=0)

@@ -105,7 +105,7 @@ def run(args) -> dict:
     info = deltanet.model_info(source)
     shape = tuple(source.input.shape)
     if len(shape) != 5 or shape[2] is None or shape[2] != shape[3]:
-        raise CliError(f"--model: expected a clip model with input (batch, time, size, size, 3), got input shape {shape}")
+        raise CliError(f"--model: expected a clip model with input (batch, time, size, size, channels), got input shape {shape}")
     try:
         model = cal.prepare_model(source)
     except (ValueError, TypeError) as e:
@@ -115,7 +115,7 @@ def run(args) -> dict:
     cfg = FitConfig(data=args.data, split=args.split, size=int(shape[2]), frames=frames, stride=stride,
                     batch_size=args.batch_size, seed=args.seed)  # fmt: skip
     try:
-        index, train_ds, val_ds, skipped = load_data(cfg)
+        index, train_ds, val_ds, skipped = load_data(cfg, channels=int(shape[4]))  # a gray model gets gray clips
     except (DataError, FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise CliError(str(e)) from e
     names = info.get("class_names")
