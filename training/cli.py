@@ -49,6 +49,17 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def fraction_arg(text: str) -> float:
+    """A number strictly between 0 and 1 (a target MAC density)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def crop_arg(text: str):
     """``--crop x,y,w,h`` -> ``streaming.preprocess.Crop`` (pixels, or fractions of the frame)."""
     from streaming.preprocess import Crop

@@ -42,6 +42,7 @@ from training.cli import (
     add_crop_argument,
     add_rescale_argument,
     fail,
+    fraction_arg,
     import_tensorflow_quietly,
     nonneg_float,
     positive_float,
@@ -77,18 +78,6 @@ class DistillConfig:
     seed: int = 0
 
 
-def _density(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
-
-
 def _methods(text: str) -> list[str]:
     import argparse
 
@@ -108,7 +97,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="the distilled clip model to write (.keras); OUT.json and OUT.distill/ go next to it")
     add_crop_argument(p)
     add_rescale_argument(p)
-    p.add_argument("--target-density", type=_density, default=d.target_density, help=f"MAC density to reach, in (0, 1) (default {d.target_density})")
+    p.add_argument("--target-density", type=fraction_arg, default=d.target_density, help=f"MAC density to reach, in (0, 1) (default {d.target_density})")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"fine-tuning epochs (default {d.epochs})")
     p.add_argument("--frames", type=positive_int, default=d.frames, help=f"frames per clip, >= 2 (default {d.frames})")
     p.add_argument("--clips-per-epoch", type=positive_int, default=d.clips_per_epoch, help=f"clips sampled per epoch (default {d.clips_per_epoch})")
