@@ -140,7 +140,7 @@ def test_distill_resume(setup):
     args = distill.build_parser().parse_args(_args(setup, out))
     cfg = distill.DistillConfig(model=args.model, videos=args.videos, out=args.out, crop=CROP, rescale=list(args.rescale),
                                 target_density=0.3, epochs=2, frames=6, clips_per_epoch=16, batch_size=4,
-                                calibration_clips=8, val_fraction=0.25)
+                                calibration_clips=8, val_fraction=0.25, methods=["chess"])
 
     def stop_after_first_epoch(msg):
         if msg.startswith("epoch 1/"):
