@@ -31,15 +31,18 @@ from deltanet.graph import as_functional, graph_nodes
 H5_SUFFIXES = (".h5", ".hdf5")
 
 
-def _call_flat(model: keras.Model, inputs: list) -> list:
-    """Call ``model``'s layers (not the model) on ``inputs``, recursing into nested models."""
+def _call_flat(model: keras.Model, inputs: list, split: bool = False) -> list:
+    """Call ``model``'s layers (not the model) on ``inputs``, recursing into nested models;
+    ``split``: each ``SeparableConv2D`` as its two halves (:func:`split_separable`)."""
     model = as_functional(model)
     tensors = {id(t): x for t, x in zip(model.inputs, inputs)}
     for node in graph_nodes(model):
         args = [tensors[id(t)] for t in node.input_tensors]
         layer = node.operation
         if isinstance(layer, keras.Model):
-            outs = _call_flat(layer, args)
+            outs = _call_flat(layer, args, split)
+        elif split and isinstance(layer, keras.layers.SeparableConv2D):
+            outs = [_split_call(layer, args[0])]
         else:
             out = layer(args if len(args) > 1 else args[0])
             outs = list(out) if isinstance(out, (list, tuple)) else [out]
@@ -80,6 +83,35 @@ def flatten(model: keras.Model, *, copy: bool = False) -> keras.Model:
         own.set_weights(flat.get_weights())
         return own
     return flat
+
+
+def _split_call(layer: keras.layers.SeparableConv2D, x):
+    """``layer(x)`` computed by a ``DepthwiseConv2D`` then a 1x1 ``Conv2D`` holding its weights."""
+    if any(d != 1 for d in layer.dilation_rate):
+        raise ValueError(f"{layer.name}: dilated SeparableConv2D is not supported")
+    dw = keras.layers.DepthwiseConv2D(layer.kernel_size, strides=layer.strides, padding=layer.padding,
+                                      depth_multiplier=layer.depth_multiplier, use_bias=False, name=f"{layer.name}_depthwise")
+    pw = keras.layers.Conv2D(layer.filters, 1, use_bias=layer.use_bias, activation=layer.activation, name=f"{layer.name}_pointwise")
+    y = pw(dw(x))
+    dw.set_weights([keras.ops.convert_to_numpy(layer.depthwise_kernel)])
+    pw.set_weights([keras.ops.convert_to_numpy(layer.pointwise_kernel)] + ([keras.ops.convert_to_numpy(layer.bias)] if layer.use_bias else []))
+    return y
+
+
+def split_separable(model: keras.Model) -> keras.Model:
+    """``model`` (flattened) with every ``SeparableConv2D`` replaced by its depthwise and 1x1 halves.
+
+    Same function, weights copied. Why: the streaming engine runs the two halves as two MAC
+    layers, and the 1x1 half multiplies every depthwise output that changed (a 3x3 kernel
+    spreads one input change over 9 pixels). As one Keras layer, the delta layer in front
+    of it would only see (and calibration, training and the MAC count would only control)
+    the input of the depthwise half; split, ``deltafy`` guards the 1x1 half's input too.
+    """
+    model = flatten(model)
+    if not any(isinstance(node.operation, keras.layers.SeparableConv2D) for node in graph_nodes(model)):
+        return model
+    inputs = _fresh_inputs(model)
+    return _rebuild(model, inputs, _call_flat(model, inputs, split=True))
 
 
 def with_rescaling(model: keras.Model, scale: float, offset: float) -> keras.Model:
@@ -156,9 +188,10 @@ def load_frame_model(path: str | os.PathLike) -> tuple[keras.Model, dict]:
 def prepare_frame_model(
     model: keras.Model, *, rescale: tuple[float, float] | None = None, logits: bool = True
 ) -> keras.Model:
-    """A pretrained per-frame model made ready for ``deltafy``: flattened, ``rescale`` in front
-    (if given), final softmax removed (``logits=True``)."""
-    model = flatten(model)
+    """A pretrained per-frame model made ready for ``deltafy``: flattened, ``SeparableConv2D``
+    split (:func:`split_separable`), ``rescale`` in front (if given), final softmax removed
+    (``logits=True``)."""
+    model = split_separable(model)
     if rescale is not None:
         model = with_rescaling(model, *rescale)
     if logits:

@@ -71,6 +71,7 @@ def _tflite(per_frame, calib_frames: np.ndarray | None, threads: int):
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], per_frame)
     if calib_frames is not None:
+        converter = tf.lite.TFLiteConverter.from_keras_model(per_frame)  # the calibrator needs frozen variables
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in calib_frames)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -191,3 +191,26 @@ def test_fit_arch_h5_nested_gray_with_rescale(tmp_path):
 
     with pytest.raises(CliError, match="pass --size 16"):
         run(FitConfig(data=str(tmp_path / "ucf"), arch=str(tmp_path / "gray.h5"), size=32, out=str(tmp_path / "run2")), verbose=0)
+
+
+def test_split_separable_same_function_and_engine_density_matches_keras():
+    from deltanet.pretrained import split_separable
+    from deltanet.measure import measure_model
+
+    base = _base(softmax=False)
+    split = split_separable(base)
+    assert not any(isinstance(la, keras.layers.SeparableConv2D) for la in split.layers)
+    x = np.random.default_rng(7).normal(size=(3, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(split.predict(x, verbose=0), base.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    # split, every MAC the engine executes has a delta layer in front: Keras' MAC density is the engine's
+    clip = deltanet.clip_classifier(split, threshold=0.05)
+    frames = _video(10)
+    prepared = np.stack([to_model_input(f, (16, 16, 3)) for f in frames])[None].astype(np.float32)
+    keras_density = measure_model(clip, [prepared])["mac_density"]
+    engine = DeltaEngine.from_keras(clip, granularity="element")
+    _, stats = engine.run(frames)
+    from deltanet import density
+
+    executed = np.mean([s.executed_macs for s in stats[1:]], axis=0)
+    # (within a few percent: the engine counts the taps of border pixels that fall on the padding differently)
+    assert density.mac_density(engine.dense_macs, executed / engine.dense_macs) == pytest.approx(keras_density, rel=0.06)
