@@ -50,6 +50,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--calib-videos", nargs="+", required=True, help="videos for calibration / density matching / int8 representative data")
     add_crop_argument(p)
     p.add_argument("--target-density", default="0.15", help="MAC density target(s), comma-separated (default 0.15)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"training-free variants, comma-separated (default {','.join(METHODS)}; '' for none)")
     p.add_argument("--frames", type=positive_int, default=16, help="frames per calibration clip (default 16)")
     p.add_argument("--calib-clips", type=positive_int, default=32, help="calibration clips (default 32)")
     p.add_argument("--sweep-clips", type=positive_int, default=8, help="clips of the teal/chess error sweeps (default 8)")
@@ -169,7 +170,7 @@ def run(args, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     rows = [{"variant": "dense teacher, exact deltas", "target": None, "mac_density": exact_density, "top1_agreement": 1.0,
              "logit_rmse": 0.0, "plan": exact_plan}]
     for target in targets:
-        for label, method in METHODS.items():
+        for label, method in ((k, v) for k, v in METHODS.items() if k in args.methods.split(",")):
             model = cal.prepare_model(teacher_clip)
             log(f"calibrating {label} for {target} ...")
             cal.calibrate(model, batches, target, method, sweep_clips=args.sweep_clips)
