@@ -13,11 +13,11 @@ from deltanet.graph import (
     FRAME_LAYERS,
     MAC_LAYERS,
     MERGE_LAYERS,
-    as_functional,
     cost_per_nonzero,
     graph_nodes,
     refused_layers,
 )
+from deltanet.pretrained import flatten
 
 SUPPORTED_LAYERS = MAC_LAYERS + MERGE_LAYERS + FRAME_LAYERS
 
@@ -56,7 +56,8 @@ def deltafy(
     deltafy, fine-tune with a penalty.
 
     Args:
-        frame_model: a functional or Sequential per-frame Keras model.
+        frame_model: a functional or Sequential per-frame Keras model; nested models (a
+            pretrained base called inside a wrapper) are inlined (``deltanet.pretrained.flatten``).
         mode, threshold, step, penalty, per_channel: passed to every ``DeltaActivation``.
         penalty_weight: weight of the whole model's penalty. Each layer gets
             ``penalty_weight * (its input elements per frame) / (model MACs per frame)``, so
@@ -73,7 +74,7 @@ def deltafy(
         UnsupportedLayerError: naming every layer of ``frame_model`` that it cannot convert or
             that the streaming runtime cannot run (``deltanet.registry``: one table for both).
     """
-    model = as_functional(frame_model)
+    model = flatten(frame_model)  # a pretrained base inside a wrapper: one graph (as_functional inside)
     bad = refused_layers(model)
     if bad:
         raise UnsupportedLayerError(

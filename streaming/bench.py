@@ -1,6 +1,7 @@
 """``python -m streaming.bench``: the delta engine against dense runtimes, side by side, same frames.
 
-Contenders, all fed the same decoded frames (resized once to the model input):
+Contenders, all fed the same decoded frames (``--crop`` cut out, resized once to the model
+input, gray for a one-channel model: ``streaming.preprocess``):
 
 * ``delta_engine``: ``DeltaEngine`` (numba sparse-delta kernels);
 * ``dense_engine``: the same engine with delta layers as identities and dense kernels;
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import ArgumentParser, CliError, fail, positive_int
+from training.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
 
 CONTENDERS = ("delta_engine", "dense_engine", "keras", "tflite")
 
@@ -42,23 +43,26 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--granularity", choices=("element", "pixel", "auto"), default="auto", help="delta MAC granularity (auto: measured per layer)")
     p.add_argument("--skip", default="", help="comma-separated contenders to leave out (keras, tflite)")
     p.add_argument("--json", default=None, help="write the results here")
+    add_crop_argument(p)
     return p
 
 
-def _read_frames(source: str, n: int, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
+def _read_frames(source: str, n: int, shape: tuple[int, int, int], crop=None) -> np.ndarray:
+    """The first ``n`` frames of ``source`` as model inputs of ``shape`` (``crop`` cut out first)."""
+    from streaming.preprocess import crop_image, to_model_input
     from streaming.sources import SourceError, open_source
 
     frames = []
     try:
         with open_source(source, live=False) as src:
             for frame in src:
-                frames.append(cv2.resize(frame.image, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+                frames.append(to_model_input(crop_image(frame.image, crop), shape))
                 if len(frames) >= n:
                     break
     except SourceError as e:
         raise CliError(str(e)) from e
+    except ValueError as e:  # a crop that does not fit the frames
+        raise CliError(f"--crop: {e}") from e
     if len(frames) < 2:
         raise CliError(f"{source}: need at least 2 frames, got {len(frames)}")
     return np.stack(frames)
@@ -123,7 +127,7 @@ def float32_floor(frames_model, clip: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup: int = 10, block: int = 25,
-        granularity: str = "auto", skip: tuple = (), json_out: str | None = None, log=print) -> dict:
+        granularity: str = "auto", skip: tuple = (), json_out: str | None = None, crop=None, log=print) -> dict:
     """Run the benchmark; returns (and optionally writes) the results dict."""
     from training.cli import import_tensorflow_quietly
 
@@ -148,7 +152,7 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
     except (ValueError, OSError) as e:
         raise CliError(f"cannot load model {model}: {e}") from e
     shape = plan.input_shape
-    clip = _read_frames(source, frames, shape[:2])
+    clip = _read_frames(source, frames, shape, crop)
     n = len(clip)
     log(f"{n} frames of {source} at {shape[1]}x{shape[0]}, {threads} thread(s)")
 
@@ -257,6 +261,7 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
     result = {
         "model": str(model),
         "source": str(source),
+        "crop": crop.spec() if crop is not None else None,
         "frames": int(n),
         "threads": threads,
         "input_shape": list(shape),
@@ -325,7 +330,7 @@ def main(argv=None) -> int:
         return fail(parser.prog, f"--skip: unknown contender(s) {bad}; choose from keras, tflite")
     try:
         run(args.model, args.source, frames=args.frames, threads=args.threads, warmup=args.warmup, block=args.block,
-            granularity=args.granularity, skip=skip, json_out=args.json, log=lambda m: print(m, file=sys.stderr))
+            granularity=args.granularity, skip=skip, json_out=args.json, crop=args.crop, log=lambda m: print(m, file=sys.stderr))
     except CliError as e:
         return fail(parser.prog, str(e))
     return 0

@@ -84,9 +84,11 @@ def to_plan(model) -> Plan:
     from deltanet.frame_wise import FrameWise
     from deltanet.graph import graph_nodes
     from deltanet.models import CLIP_HEAD, model_info
+    from deltanet.pretrained import flatten
     from deltanet.registry import refusal, support_of
     from deltanet.temporal_mean import TemporalMean
 
+    model = flatten(model, copy=True)  # nested models (a clip model inside a wrapper) become one graph
     info = model_info(model)
     try:
         frames_model = keras.Model(model.input, model.get_layer(CLIP_HEAD).input)

@@ -36,6 +36,7 @@ from ops import interpreter as ip
 from ops.interpreter import run_frame
 from streaming.lower import PHASES, Weights, lower
 from streaming.plan import Plan, validate_plan
+from streaming.preprocess import to_model_input
 
 GRANULARITIES = ("element", "pixel")
 #: per-layer kernel choices: a granularity, optionally "-parallel" (numba prange; only used
@@ -242,22 +243,8 @@ class DeltaEngine:
         self._prev_input = None
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
-        """An RGB frame as the model's input: resized (``cv2.INTER_AREA``) and uint8, C-contiguous."""
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != self.input_shape[2]:
-            raise ValueError(f"expected an RGB frame (H, W, {self.input_shape[2]}), got shape {frame.shape}")
-        if frame.dtype != np.uint8:
-            if not np.issubdtype(frame.dtype, np.number):
-                raise ValueError(f"frame dtype must be numeric, got {frame.dtype}")
-            if not np.all(np.isfinite(frame)):
-                raise ValueError("frame contains NaN or Inf values")
-            frame = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
-        h, w = self.input_shape[:2]
-        if frame.shape[:2] != (h, w):
-            import cv2
-
-            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(frame)
+        """An RGB frame as the model's input (``streaming.preprocess.to_model_input``: resized, uint8, gray if C == 1)."""
+        return to_model_input(frame, self.input_shape)
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, FrameStats]:
         """Feed one RGB frame; returns ``(per-frame logits, FrameStats)``."""

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import ArgumentParser, CliError, fail, nonneg_float, positive_float, positive_int
+from training.cli import ArgumentParser, CliError, add_crop_argument, fail, nonneg_float, positive_float, positive_int
 from streaming import prediction
 
 PROG = "python -m streaming.live"
@@ -252,6 +252,7 @@ def run(
     region=None,
     region_lambda: float = 4.0,
     repeat: int = 1,
+    crop=None,
     out=None,
     err=None,
 ) -> dict:
@@ -261,11 +262,14 @@ def run(
     ``region`` (``"motion"`` or an ``(x0, y0, x1, y1)`` box in fractions of the frame) lowers
     the delta thresholds there by ``1 + region_lambda`` (``DeltaEngine.set_region``).
     ``repeat`` plays an in-order source that many times (0: endlessly).
+    ``crop`` (a ``streaming.preprocess.Crop``) is cut from every frame before the model (and the
+    display) sees it.
     Raises ``CliError`` for a missing model/source, an unconvertible model or an unwritable output.
     """
     from deltanet.density import mac_density
     from streaming.model_io import load_engine, model_kind
     from streaming.overlay import OverlayInfo, compose, display_size
+    from streaming.preprocess import crop_image
     from streaming.sources import SourceError, open_source, quiet_backend_logs
 
     out = sys.stdout if out is None else out
@@ -286,6 +290,11 @@ def run(
         raise CliError(str(e)) from e
     except ValueError as e:
         raise CliError(f"--source {source!r}: {e}") from e
+    try:
+        shown_size = crop.size(*src.size) if crop is not None else tuple(src.size)
+    except ValueError as e:
+        src.close()
+        raise CliError(f"--crop: {e}") from e
     try:
         engine = load_engine(model, threads=threads, keyframe_interval=keyframe_interval)
         engine.warmup()   # compile the kernels before the first frame is timed
@@ -329,7 +338,7 @@ def run(
         if json_lines is None:
             json_lines = headless
         need_canvas = shown or record_path is not None or snapshot_path is not None
-        disp_size = display_size(tuple(src.size), size=size, scale=scale)
+        disp_size = display_size(shown_size, size=size, scale=scale)
         if record_path is not None:
             recorder = _Recorder(record_path, float(src.fps or src.measured_fps or 25.0))
             recorder.open(disp_size)   # opening FFmpeg's writer can take a second: not in frame 1's time
@@ -351,8 +360,9 @@ def run(
                     break
                 if dropped_before is None:
                     dropped_before = frame.dropped_so_far
+                image = crop_image(frame.image, crop)
                 t0 = clock()
-                logits, stats = engine.step(frame.image)
+                logits, stats = engine.step(image)
                 latency = (clock() - t0) * 1e3
                 probs = smoothed.update(logits)
                 order = np.argsort(-probs)[:k]
@@ -390,7 +400,7 @@ def run(
                 if need_canvas:
                     info = OverlayInfo(top, density, executed, dense_total, latency, stats.total_ms, fps, n - 1,
                                        dropped, bool(stats.keyframe), smoothed.frames, list(history))
-                    canvas = compose(frame.image, info, disp_size)
+                    canvas = compose(image, info, disp_size)
                     if recorder is not None:
                         recorder.write(canvas)
                 if shown:
@@ -498,6 +508,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--region", type=_region_arg, default=None, metavar="motion|x0,y0,x1,y1",
                    help="region-weighted thresholds: where the input moves, or a box in fractions of the frame")
     p.add_argument("--region-lambda", type=nonneg_float, default=4.0, help="threshold divisor 1 + lambda inside the region (default 4)")
+    add_crop_argument(p)
     return p
 
 
@@ -509,7 +520,7 @@ def main(argv=None) -> int:
             record=args.record, snapshot=args.snapshot, threads=args.threads, size=args.size, scale=args.scale,
             hold_ms=args.hold_ms, realtime=args.realtime, keyframe_interval=args.keyframe_interval,
             json_lines=True if args.json else None, region=args.region, region_lambda=args.region_lambda,
-            repeat=args.repeat)
+            repeat=args.repeat, crop=args.crop)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:   # during start-up (the frame loop handles its own)

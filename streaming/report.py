@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from streaming.report_render import PLOTS, TIMING_NOTE, format_text_table, layer_table, make_plots, render_html, summary_table
-from training.cli import ArgumentParser, CliError, fail, positive_int
+from training.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
 
 PROG = "python -m streaming.report"
 @dataclass
@@ -107,11 +107,14 @@ def _open(source: str, n: int, repeat: int = 1):
         raise CliError(f"--source {source!r}: {e}") from e
 
 
-def _blocks(src, size: int, first: int):
-    """Raw frames of ``src`` in lists of ``size`` (the first list holds ``first``); nothing else is kept."""
+def _blocks(src, size: int, first: int, crop=None):
+    """Raw frames of ``src`` (``crop`` cut out first) in lists of ``size`` (the first list holds
+    ``first``); nothing else is kept."""
+    from streaming.preprocess import crop_image
+
     block, want = [], first
     for frame in src:
-        block.append(frame.image)
+        block.append(crop_image(frame.image, crop))
         if len(block) == want:
             yield block
             block, want = [], size
@@ -349,12 +352,13 @@ def _labels_for(paths: list[str]) -> list[str]:
 
 def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: str | None = None, threads: int | None = 1,
         warmup: int = 10, block: int = 25, keyframe_interval: int | None = None, repeat: int = 1, progress: bool = True,
-        out=None) -> dict:
+        crop=None, out=None) -> dict:
     """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``.
 
     The source is read once, ``block`` frames at a time, each block going through every pass
     of every model (delta, dense, profiled delta, the Keras reference): memory does not grow
     with the frames beyond the per-frame results (a few hundred bytes per frame and layer).
+    ``crop`` (a ``streaming.preprocess.Crop``) is cut from every frame before resizing.
     """
     from tqdm import tqdm
 
@@ -369,6 +373,11 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
         raise CliError(f"--out: {out_dir!r} exists and is not a folder")
     src = _open(source, frames, repeat)   # a bad source fails before the (slow) model loading
     try:
+        if crop is not None:
+            try:
+                crop.box(*src.size)
+            except ValueError as e:
+                raise CliError(f"--crop: {e}") from e
         runs = [_load(p, label, threads, keyframe_interval) for p, label in zip(paths, _labels_for(paths))]
         import numba
 
@@ -376,7 +385,7 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
         passes = sum(PASSES + (r.keras is not None) for r in runs)
         with tqdm(total=passes * frames, desc="report", unit="frame", file=sys.stderr, disable=not progress,
                   mininterval=0.5) as bar:
-            for i, raw in enumerate(_blocks(src, block, max(block, warmup))):
+            for i, raw in enumerate(_blocks(src, block, max(block, warmup), crop)):
                 for r in runs:
                     if i == 0:
                         _start(r, threads, [r.engine.prepare(f) for f in raw[:warmup]])
@@ -428,6 +437,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--keyframe-interval", type=positive_int, default=None, help="dense refresh every N frames (default: first frame only)")
     p.add_argument("--repeat", type=repeat_arg, default=1, help="play the source N times, 0: endlessly (--frames still ends it; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_crop_argument(p)
     return p
 
 
@@ -436,7 +446,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.model, args.source, args.out, frames=args.frames, compare=args.compare, threads=args.threads,
-            warmup=args.warmup, keyframe_interval=args.keyframe_interval, repeat=args.repeat, progress=not args.quiet)
+            warmup=args.warmup, keyframe_interval=args.keyframe_interval, repeat=args.repeat, progress=not args.quiet, crop=args.crop)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:

@@ -22,21 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int
+from training.cli import ArgumentParser, CliError, fail, fraction_arg, import_tensorflow_quietly, positive_int
 
 METHODS = ("uniform", "chess", "wina", "teal")
-
-
-def _density(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
 
 
 def build_parser() -> ArgumentParser:
@@ -46,7 +34,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--model", required=True, help="trained clip model (.keras): a baseline or a deltafied model")
     p.add_argument("--data", default="embedded", help="'embedded' (the generated dataset), a UCF101 root, a <class>/<video> folder, or tfds:NAME")
-    p.add_argument("--target-density", type=_density, required=True, help="MAC density to reach, in (0, 1)")
+    p.add_argument("--target-density", type=fraction_arg, required=True, help="MAC density to reach, in (0, 1)")
     p.add_argument("--method", choices=METHODS, default="teal")
     p.add_argument("--out", required=True, help="the calibrated model file to write (.keras)")
     p.add_argument("--clips", type=positive_int, default=256, help="calibration clips taken from the training split (default 256; the density needs many)")
@@ -105,7 +93,7 @@ def run(args) -> dict:
     info = deltanet.model_info(source)
     shape = tuple(source.input.shape)
     if len(shape) != 5 or shape[2] is None or shape[2] != shape[3]:
-        raise CliError(f"--model: expected a clip model with input (batch, time, size, size, 3), got input shape {shape}")
+        raise CliError(f"--model: expected a clip model with input (batch, time, size, size, channels), got input shape {shape}")
     try:
         model = cal.prepare_model(source)
     except (ValueError, TypeError) as e:
@@ -115,7 +103,7 @@ def run(args) -> dict:
     cfg = FitConfig(data=args.data, split=args.split, size=int(shape[2]), frames=frames, stride=stride,
                     batch_size=args.batch_size, seed=args.seed)  # fmt: skip
     try:
-        index, train_ds, val_ds, skipped = load_data(cfg)
+        index, train_ds, val_ds, skipped = load_data(cfg, channels=int(shape[4]))  # a gray model gets gray clips
     except (DataError, FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise CliError(str(e)) from e
     names = info.get("class_names")

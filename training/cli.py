@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 
@@ -46,6 +47,66 @@ def nonneg_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+def fraction_arg(text: str) -> float:
+    """A number strictly between 0 and 1 (a target MAC density)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def crop_arg(text: str):
+    """``--crop x,y,w,h`` -> ``streaming.preprocess.Crop`` (pixels, or fractions of the frame)."""
+    from streaming.preprocess import Crop
+
+    try:
+        return Crop.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def rescale_arg(text: str) -> tuple[float, float]:
+    """``--rescale SCALE,OFFSET`` -> ``(scale, offset)`` (Keras ``Rescaling``: ``x * scale + offset``).
+
+    Fractions are allowed (``1/127.5,-1``); both values finite, ``SCALE != 0``.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"expected SCALE,OFFSET (e.g. 1/127.5,-1), got {text!r}")
+    values = []
+    for part in parts:
+        num, _, den = part.partition("/")
+        try:
+            values.append(float(num) / float(den) if den else float(num))
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"expected SCALE,OFFSET as two numbers (a/b allowed), got {text!r}") from None
+    scale, offset = values
+    if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
+        raise argparse.ArgumentTypeError(f"SCALE must be finite and non-zero, OFFSET finite, got {text!r}")
+    return scale, offset
+
+
+def add_crop_argument(parser: argparse.ArgumentParser) -> None:
+    """The one ``--crop`` option of every CLI that feeds frames to a model."""
+    parser.add_argument(
+        "--crop", type=crop_arg, default=None, metavar="x,y,w,h",
+        help="region of interest cut from every frame before resizing: pixels (262,45,115,115) or fractions "
+        "of the frame (0.25,0,0.5,1.0) (default: the whole frame)",
+    )
+
+
+def add_rescale_argument(parser: argparse.ArgumentParser) -> None:
+    """The one ``--rescale`` option of every CLI that takes a pretrained model."""
+    parser.add_argument(
+        "--rescale", type=rescale_arg, default=None, metavar="SCALE,OFFSET",
+        help="input normalization the pretrained model expects, as a Keras Rescaling layer in front of it "
+        "(x * SCALE + OFFSET on 0..255 pixels, e.g. 1/127.5,-1 for [-1, 1]) (default: none, the model has its own)",
+    )
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):

@@ -20,6 +20,7 @@ from pathlib import Path
 from training.cli import (
     ArgumentParser,
     CliError,
+    add_rescale_argument,
     fail,
     import_tensorflow_quietly,
     nonneg_float,
@@ -60,6 +61,7 @@ class FitConfig:
     threshold_shift: float = 0.0
     shift_fraction: float = 0.1
     distribute: str = "none"  # [distribute] training.distribute.MODES
+    rescale: list | None = None  # --arch PATH: [scale, offset] of a Rescaling put in front
     extra: dict = field(default_factory=dict)
 
 
@@ -71,7 +73,9 @@ def build_parser() -> ArgumentParser:
     d = FitConfig()
     p.add_argument("--data", default=d.data, help="'embedded' (default: the generated dataset), a UCF101 root, a <class>/<video> folder, or tfds:NAME")
     p.add_argument("--split", type=int, choices=(1, 2, 3), default=d.split, help="UCF101 train/test split")
-    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny, or a path to a trained per-frame .keras model to deltafy")
+    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny, or a pretrained per-frame model to deltafy "
+                   "(.keras, or legacy .h5/.hdf5; nested models are flattened, a final softmax removed, gray inputs get gray frames)")
+    add_rescale_argument(p)
     p.add_argument("--size", type=positive_int, default=d.size, help="input height and width in pixels")
     p.add_argument("--width", type=positive_float, default=d.width, help="width multiplier (alpha)")
     p.add_argument("--frames", type=positive_int, default=d.frames, help="frames per training clip (T)")
@@ -126,8 +130,36 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_data(cfg: FitConfig):
-    """Dataset index + (train, val) tf.data datasets + the counter of skipped videos."""
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def arch_is_path(cfg: FitConfig) -> bool:
+    return cfg.arch.lower().endswith(MODEL_SUFFIXES)
+
+
+def arch_frame_model(cfg: FitConfig):
+    """``--arch PATH``: the pretrained per-frame model, ready for deltafy (``deltanet.pretrained``)."""
+    from deltanet.pretrained import load_frame_model, prepare_frame_model
+
+    frame_model, _ = load_frame_model(cfg.arch)
+    return prepare_frame_model(frame_model, rescale=tuple(cfg.rescale) if cfg.rescale else None)
+
+
+def gray_clips(x, y):
+    """RGB uint8 clips -> one channel, bit-identical to ``streaming.preprocess.rgb_to_gray``."""
+    import tensorflow as tf
+
+    from streaming.preprocess import GRAY_WEIGHTS_Q15
+
+    luma = tf.reduce_sum(tf.cast(x, tf.int32) * tf.constant(GRAY_WEIGHTS_Q15, tf.int32), axis=-1, keepdims=True)
+    return tf.cast(tf.bitwise.right_shift(luma + (1 << 14), 15), tf.uint8), y
+
+
+def load_data(cfg: FitConfig, channels: int = 3):
+    """Dataset index + (train, val) tf.data datasets + the counter of skipped videos.
+
+    ``channels=1`` (a gray model) converts the RGB clips to one channel.
+    """
     from training.pipeline import SkipCounter, make_train_val_datasets
     from training.ucf101 import load_dataset_index
 
@@ -147,6 +179,8 @@ def load_data(cfg: FitConfig):
         seed=cfg.seed,
         skipped=skipped,
     )
+    if channels == 1:
+        train, val = train.map(gray_clips), val.map(gray_clips)
     return index, train, val, skipped
 
 
@@ -169,9 +203,9 @@ def build(cfg: FitConfig, class_names: list[str]):
         frame_model = deltanet.per_frame_model(source)
         info.update(deltanet.model_info(source), class_names=list(class_names))
         return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
-    if cfg.arch.endswith(".keras"):
-        frame_model = deltanet.load_model(cfg.arch)
-        info.update(arch=Path(cfg.arch).name, size=cfg.size)
+    if arch_is_path(cfg):
+        frame_model = arch_frame_model(cfg)
+        info.update(arch=Path(cfg.arch).name, size=cfg.size, rescale=cfg.rescale)
         return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
     return deltanet.build_model(
         len(class_names), arch=cfg.arch, size=cfg.size, width=cfg.width, baseline=cfg.baseline, info=info, **delta
@@ -291,8 +325,19 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
     dist = distribute.setup(cfg.distribute, batch_size=cfg.batch_size)  # [distribute] before any TF op
     keras.utils.set_random_seed(cfg.seed)
     started = time.time()
+    channels = 3
+    if arch_is_path(cfg) and not initial_epoch:
+        try:
+            h, w, channels = (int(s) for s in arch_frame_model(cfg).input.shape[1:])
+        except (ValueError, TypeError) as e:
+            raise CliError(f"--arch: {e}") from e
+        if (h, w) != (cfg.size, cfg.size):
+            raise CliError(f"--arch {cfg.arch} takes {h}x{w} frames: pass --size {h}" if h == w else
+                           f"--arch {cfg.arch} takes {h}x{w} frames; only square inputs are supported")
+    elif initial_epoch:
+        channels = int(load_model(ckpt_dir / "model.keras").input.shape[-1])
     try:
-        index, train_ds, val_ds, skipped = load_data(cfg)
+        index, train_ds, val_ds, skipped = load_data(cfg, channels)
     except (DataError, FileNotFoundError, NotADirectoryError) as e:
         raise CliError(str(e)) from e
     _log(f"data: {index.describe()}")
@@ -438,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold_shift=args.threshold_shift,
         shift_fraction=args.shift_fraction,
         distribute=args.distribute,  # [distribute]
+        rescale=list(args.rescale) if args.rescale else None,
     )
     if cfg.data != "embedded" and not cfg.data.startswith("tfds:") and not Path(cfg.data).expanduser().exists():
         # checked before --out, so a bad --data is reported as such even where --out already holds a run
@@ -445,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "<class>/<video> folder or tfds:NAME)")
     if cfg.init and not Path(cfg.init).is_file():
         return fail(parser.prog, f"--init: no such model file: {cfg.init}")
-    if cfg.arch.endswith(".keras") and not Path(cfg.arch).is_file():
+    if cfg.rescale and not arch_is_path(cfg):
+        return fail(parser.prog, "--rescale applies to a pretrained --arch PATH only (built-in architectures rescale themselves)")
+    if arch_is_path(cfg) and not Path(cfg.arch).is_file():
         return fail(parser.prog, f"--arch: no such model file: {cfg.arch}")
     try:
         run(cfg, resume=args.resume, verbose=2 if args.quiet or not sys.stderr.isatty() else 1)
