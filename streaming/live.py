@@ -367,7 +367,7 @@ def run(
                 probs = smoothed.update(logits)
                 order = np.argsort(-probs)[:k]
                 top = [(labels[i], float(probs[i])) for i in order]
-                density = mac_density(dense_macs, stats.executed_macs / dense_macs)
+                density = stats.mac_density   # transmitted non-zero deltas, MAC-weighted (deltanet.density)
                 executed = int(stats.executed_macs.sum())
                 ticks.append(clock())
                 fps = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 and ticks[-1] > ticks[0] else None

@@ -7,8 +7,9 @@ stays bounded however long the stream (an hour of video included):
 
 ``report.json``
     Summary of the model (and of ``--compare``'s model under ``"compare"``): ``frames``,
-    ``mac_density`` (executed / dense MACs over the frames after the first, through
-    ``deltanet.density.mac_density``), ``theoretical_speedup`` (``1 / mac_density``),
+    ``mac_density`` (the MAC-weighted temporal density of the transmitted deltas over the frames
+    after the first, through ``deltanet.density.mac_density``; ``executed_mac_density``: what the
+    kernels multiplied / dense MACs), ``theoretical_speedup`` (``1 / mac_density``),
     ``speedup_vs_dense_engine`` (median ms of ``DeltaEngine(plan, mode="dense")`` on the same
     frames over the delta engine's median, both after warm-up, interleaved in blocks:
     *measured on this machine*, see ``timing``), ``max_rel_logit_error`` and
@@ -17,7 +18,7 @@ stays bounded however long the stream (an hour of video included):
     ``frames_over_1e-4``/``first_frame_over_1e-4`` as in ``streaming.bench`` (``.keras`` models
     only; ``null`` for a bundle, with a note), and ``layers``: per MAC layer ``name``,
     ``type``, ``macs_dense``, ``temporal_density`` (non-zero input deltas / input elements),
-    ``mac_density`` (executed / dense MACs) -- both means over the frames after the first --
+    ``mac_density`` (temporal density of the deltas it received), ``executed_mac_density`` -- both means over the frames after the first --
     and ``ms`` (median time of the layer, its encoder included, frames after the first, from a
     second, profiled delta pass that times every step from Python: the layers' ms add up to
     more than the fast path's frame time).
@@ -201,7 +202,11 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
     dense_macs = e.dense_macs.astype(np.float64)
     later = slice(1, None)   # frames after the first (frame 0 is the dense keyframe)
     executed = run.executed[later].astype(np.float64)
-    mac_density = density.mac_density(dense_macs, executed.mean(axis=0) / dense_macs)
+    # one density (deltanet.density): transmitted non-zero deltas per MAC layer; what the
+    # kernels multiplied (pixel-wise kernels count an active pixel's zeros) is reported apart
+    layer_density = run.nonzero[later].mean(axis=0) / e.input_elements
+    mac_density = density.mac_density(dense_macs, layer_density)
+    executed_density = density.mac_density(dense_macs, executed.mean(axis=0) / dense_macs)
     delta_ms = run.total_ms[later]
     steps = e.plan.mac_steps()
     layers = []
@@ -210,8 +215,9 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
             "name": name,
             "type": steps[i]["op"],
             "macs_dense": int(e.dense_macs[i]),
-            "temporal_density": float(run.nonzero[later, i].mean() / e.input_elements[i]),
-            "mac_density": float(executed[:, i].mean() / dense_macs[i]),
+            "temporal_density": float(layer_density[i]),
+            "mac_density": float(layer_density[i]),
+            "executed_mac_density": float(executed[:, i].mean() / dense_macs[i]),
             "executed_macs": float(executed[:, i].mean()),
             "ms": float(np.median(run.layer_ms[later, i])),
         })
@@ -224,6 +230,7 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
         "frames": run.frames,
         "keyframes": int(run.keyframe.sum()),
         "mac_density": mac_density,
+        "executed_mac_density": executed_density,
         "theoretical_speedup": density.theoretical_speedup(mac_density),
         "speedup_vs_dense_engine": float(np.median(run.dense_ms) / np.median(delta_ms)),
         "timing": {
@@ -273,7 +280,8 @@ def frame_rows(run: ModelRun):
         k = int(p.argmax())
         yield {
             "model": run.label, "frame": int(run.index[t]), "keyframe": int(run.keyframe[t]),
-            "mac_density": mac_density(e.dense_macs, run.executed[t] / e.dense_macs),
+            "mac_density": mac_density(e.dense_macs, run.nonzero[t] / e.input_elements),
+            "executed_mac_density": mac_density(e.dense_macs, run.executed[t] / e.dense_macs),
             "executed_macs": int(run.executed[t].sum()), "dense_macs": dense_total,
             "latency_ms": float(run.total_ms[t]), "dense_ms": float(run.dense_ms[t]), "top1": labels[k], "score": float(p[k]),
         }
@@ -291,7 +299,8 @@ def layer_rows(run: ModelRun):
                 "input_elements": int(e.input_elements[i]),
                 "temporal_density": float(run.nonzero[t, i] / e.input_elements[i]),
                 "executed_macs": int(run.executed[t, i]), "dense_macs": int(e.dense_macs[i]),
-                "mac_density": float(run.executed[t, i] / e.dense_macs[i]), "ms": float(run.layer_ms[t, i]),
+                "mac_density": float(run.nonzero[t, i] / e.input_elements[i]),
+                "executed_mac_density": float(run.executed[t, i] / e.dense_macs[i]), "ms": float(run.layer_ms[t, i]),
             }
 
 

@@ -62,11 +62,16 @@ def check_agrees_with_csvs(summary: dict, frames: list[dict], layers: list[dict]
     assert summary["timing"]["dense_ms_median"] == pytest.approx(np.median([float(r["dense_ms"]) for r in fr]))
     assert summary["speedup_vs_dense_engine"] == pytest.approx(
         summary["timing"]["dense_ms_median"] / summary["timing"]["delta_ms_median"])
-    for r in fr:   # a frame's MAC density is its layers' executed MACs over their dense MACs
+    from deltanet.density import mac_density
+
+    for r in fr:   # a frame's MAC density: its layers' transmitted-delta densities, MAC-weighted
         rows = [x for x in lr if x["frame"] == r["frame"]]
         assert [x["layer"] for x in rows] == names
         assert int(r["executed_macs"]) == sum(int(x["executed_macs"]) for x in rows)
-        assert float(r["mac_density"]) == pytest.approx(int(r["executed_macs"]) / int(r["dense_macs"]), rel=1e-9)
+        assert float(r["mac_density"]) == pytest.approx(
+            mac_density([int(x["dense_macs"]) for x in rows], [float(x["temporal_density"]) for x in rows]), rel=1e-9)
+        # ... and what the kernels multiplied is the executed MACs over the dense MACs
+        assert float(r["executed_mac_density"]) == pytest.approx(int(r["executed_macs"]) / int(r["dense_macs"]), rel=1e-9)
         assert r["top1"] in CLASSES and 0 < float(r["score"]) <= 1
     for i, lay in enumerate(summary["layers"]):
         rows = [x for x in lr if x["layer"] == lay["name"] and int(x["frame"]) >= 1]
@@ -78,8 +83,6 @@ def check_agrees_with_csvs(summary: dict, frames: list[dict], layers: list[dict]
         for x in rows[:3]:
             assert float(x["temporal_density"]) == pytest.approx(int(x["nonzero_deltas"]) / int(x["input_elements"]))
     # ... and the one definition of MAC density gives the summary from the per-layer means
-    from deltanet.density import mac_density
-
     assert summary["mac_density"] == pytest.approx(
         mac_density([lay["macs_dense"] for lay in summary["layers"]], [lay["mac_density"] for lay in summary["layers"]]), rel=1e-9)
 
