@@ -268,7 +268,7 @@ def test_cli_writes_a_loadable_calibrated_model(tmp_path, tiny_baseline):
 
     data = tmp_path / "data"
     for label, name in enumerate(("left", "right")):
-        for i, clip in enumerate(_moving_clips(4, seed=10 + label, frames=6)):
+        for i, clip in enumerate(_moving_clips(6, seed=10 + label, frames=6)):  # 4 train + 1 val + 1 test each
             write_video(data / name / f"{name}_{i}.avi", clip)
     keras.utils.set_random_seed(0)
     base = deltanet.build_model(2, arch="tiny", size=32, baseline=True, info={"class_names": ["left", "right"], "frames": 6, "stride": 1})
