@@ -2,11 +2,18 @@
 
 * :mod:`ops.encode` -- delta encoders (``threshold``/``quantize`` modes of
   ``DeltaActivation``) producing a sparse delta ``(active, rows, n_active, nnz)``.
-* :mod:`ops.conv` -- delta MAC kernels for Conv2D and pointwise/Dense, element-wise and
-  pixel-wise, serial and parallel; they accumulate into a persistent ``acc`` and report
-  the touched outputs.
-* :mod:`ops.depthwise` -- delta MAC kernels for DepthwiseConv2D.
-* :mod:`ops.config` -- the numba settings shared by every kernel.
+* :mod:`ops.conv`, :mod:`ops.pointwise`, :mod:`ops.depthwise` -- delta MAC kernels for
+  Conv2D, pointwise/Dense and DepthwiseConv2D, element-wise and pixel-wise, serial and
+  parallel; they accumulate into a persistent ``acc`` and report the touched outputs (the
+  shared buffer contract is in :mod:`ops.conv`), built from :mod:`ops.touch` (which outputs
+  a delta reaches), :mod:`ops.accumulate` (the inner loops) and :mod:`ops.blocks` (the
+  parallel work split).
+* :mod:`ops.dense` -- dense MAC kernels (keyframes, dense mode); :mod:`ops.elementwise` --
+  per-pixel steps between MAC layers; :mod:`ops.region` -- the region-weighted encoder.
+* :mod:`ops.interpreter` -- the one frame interpreter over a lowered plan (``streaming.lower``).
+* :mod:`ops.geometry` -- convolution geometry and MAC counts; :mod:`ops.checks` -- argument
+  checks of the public functions; :mod:`ops.clock` -- a clock compiled code can read;
+  :mod:`ops.config` -- the numba settings shared by every kernel.
 
 Each public function validates its arguments (float32/int32/uint8, shapes,
 C-contiguity) and calls a private ``@njit`` kernel ``_name`` that can also be called
@@ -20,9 +27,11 @@ from __future__ import annotations
 import numpy as np
 
 from ops import config
-from ops.conv import conv2d_delta, dense_delta, nz_scratch, pointwise_delta
+from ops.blocks import nz_scratch
+from ops.conv import conv2d_delta
 from ops.depthwise import depthwise_delta
 from ops.geometry import conv_geometry
+from ops.pointwise import dense_delta, pointwise_delta
 from ops.encode import (
     empty_delta,
     encode_quantize,

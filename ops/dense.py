@@ -1,15 +1,13 @@
 """Dense (non-delta) MAC kernels: the runtime's dense mode and its periodic keyframe refresh.
 
-Conv2D is an im2col gather followed by one BLAS ``sgemm`` (``ops.conv._matmul``: numba's
+Conv2D is an im2col gather followed by one BLAS ``sgemm`` (``ops.accumulate._matmul``: numba's
 ``np.dot``), the usual way an optimized CPU runtime does it; depthwise is a direct loop.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+from ops.accumulate import _matmul
 from ops.config import njit_exact, njit_mac
-from ops.conv import _matmul
 
 
 @njit_exact

@@ -23,23 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from ops.config import njit_mac, njit_par, prange
-from ops.conv import (
-    _check_geometry,
-    _check_int,
-    _check_mark,
-    _check_sparse_input,
-    _check_touched,
-    _compact_nz,
-    _conv2d_touch,
-    _count_nz,
-    _n_blocks,
-    _row_span,
-    _scratch,
-    _split_row,
-    _taps,
-    nz_scratch,
-)
-from ops.encode import _check_array
+from ops.accumulate import _compact_nz, _count_nz
+from ops.blocks import _n_blocks, _row_span, _split_row, nz_scratch
+from ops.checks import _check_array, _check_geometry, _check_int, _check_mark, _check_sparse_input, _check_touched, _scratch
+from ops.touch import _conv2d_touch, _taps
 
 __all__ = ["depthwise_delta"]
 
@@ -93,7 +80,7 @@ def _depthwise_rows_range(active, rows, in_w, w, stride, pad_top, pad_left, acc,
     out_w = acc.shape[1]
     macs = 0
     row0 = 0
-    row1 = 0  # the current input row's flat indices (see ops.conv._conv2d_touch)
+    row1 = 0  # the current input row's flat indices (see ops.touch._conv2d_touch)
     ky0 = oy0 = ty_lo = ty_hi = 0
     for a in range(a0, a1):
         p = active[a]
@@ -183,7 +170,7 @@ def depthwise_delta(
         Keras layout (depth multiplier ``M``).
     stride : int
     pad_top, pad_left : int
-        Leading padding (see :func:`ops.conv.conv_geometry`).
+        Leading padding (see :func:`ops.geometry.conv_geometry`).
     acc : ndarray of float32, shape (Ho, Wo, C*M), C-contiguous
         Persistent pre-activation buffer (output channel ``c*M + m``), updated in place.
     touched : ndarray of int32, shape (Ho*Wo,)
@@ -194,7 +181,7 @@ def depthwise_delta(
         Use the multi-threaded kernel.
     nzbuf : ndarray of int32, shape (B, C), optional
         Scratch (B >= 1; the parallel kernel uses at most B blocks), see
-        :func:`ops.conv.nz_scratch`. Allocated if None.
+        :func:`ops.blocks.nz_scratch`. Allocated if None.
 
     Returns
     -------

@@ -44,6 +44,7 @@ import math
 
 import numpy as np
 
+from ops.checks import _check_array, _check_count, _check_pixel_list
 from ops.config import njit_exact
 
 __all__ = [
@@ -56,50 +57,12 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------
-# validation helpers (shared by ops.conv and ops.depthwise)
-# --------------------------------------------------------------------------------------
 
 
-def _check_array(name, a, dtype, ndim=None, shape=None, writeable=False):
-    """Raise ValueError unless ``a`` is a C-contiguous ndarray of ``dtype`` (and shape)."""
-    if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != np.dtype(dtype):
-        raise ValueError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype.name}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
-    if shape is not None:
-        if len(shape) != a.ndim or any(s is not None and s != t for s, t in zip(shape, a.shape)):
-            want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
-            raise ValueError(f"{name} must have shape {want}, got {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (got strides {a.strides} for shape {a.shape})")
-    if writeable and not a.flags.writeable:
-        raise ValueError(f"{name} must be writeable")
-    return a
 
 
-def _check_count(name, n, upper):
-    """Raise ValueError unless ``n`` is an integer in ``[0, upper]``; return it as int."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {type(n).__name__}")
-    n = int(n)
-    if n < 0 or n > upper:
-        raise ValueError(f"{name} must be in [0, {upper}], got {n}")
-    return n
 
 
-def _check_pixel_list(name, idx, n, n_pixels):
-    """Raise ValueError unless ``idx[:n]`` are strictly ascending pixel indices in range."""
-    head = idx[:n]
-    if n and (head.min() < 0 or head.max() >= n_pixels):
-        raise ValueError(
-            f"{name}[:{n}] must hold pixel indices in [0, {n_pixels}), "
-            f"got values in [{head.min()}, {head.max()}]"
-        )
-    if n > 1 and not np.all(head[1:] > head[:-1]):
-        raise ValueError(f"{name}[:{n}] must be strictly ascending (no duplicates)")
 
 
 def _check_frame_and_param(x, param, param_name, state, state_name):

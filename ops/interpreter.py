@@ -35,16 +35,7 @@ from __future__ import annotations
 
 from ops.clock import now_ns
 from ops.config import njit_exact
-from ops.conv import (
-    _conv2d_elem,
-    _conv2d_elem_par,
-    _conv2d_pix,
-    _conv2d_pix_par,
-    _pointwise_elem,
-    _pointwise_elem_par,
-    _pointwise_pix,
-    _pointwise_pix_par,
-)
+from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_pix, _conv2d_pix_par
 from ops.dense import _conv_dense
 from ops.depthwise import _depthwise, _depthwise_par
 from ops.elementwise import (
@@ -61,6 +52,7 @@ from ops.elementwise import (
     _union,
 )
 from ops.encode import _encode_quantize_rows, _encode_threshold_rows
+from ops.pointwise import _pointwise_elem, _pointwise_elem_par, _pointwise_pix, _pointwise_pix_par
 from ops.region import _encode_threshold_rows_scaled
 
 # opcodes

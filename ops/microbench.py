@@ -115,7 +115,7 @@ def _bench(threads, densities, min_time, what):
     import numpy as np
 
     import ops
-    from ops import conv, depthwise
+    from ops import conv, depthwise, pointwise
     from ops.geometry import conv_geometry
 
     if what == "delta":
@@ -138,8 +138,8 @@ def _bench(threads, densities, min_time, what):
     x_dense = rng.normal(size=(h, w, cin)).astype(np.float32)
     t_dense = timed(lambda: x_dense.reshape(-1, cin) @ wt, "dense")
     nzbuf = np.zeros((threads, cin), np.int32)
-    pe = conv._pointwise_elem_par if par else conv._pointwise_elem
-    pp = conv._pointwise_pix_par if par else conv._pointwise_pix
+    pe = pointwise._pointwise_elem_par if par else pointwise._pointwise_elem
+    pp = pointwise._pointwise_pix_par if par else pointwise._pointwise_pix
     for structure in ("pixel", "elem"):
         for dens in densities:
             active, n, rows, _ = _make_delta(rng, h, w, cin, dens, structure)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from ops.config import njit_exact
+from ops.checks import _check_array
 from ops.encode import (
-    _check_array,
     _check_candidates,
     _check_delta_buffers,
     _check_frame_and_param,

@@ -33,12 +33,12 @@ import numpy as np
 from deltanet import density
 from ops import config as ops_config
 from ops import interpreter as ip
+from ops.checks import GRANULARITIES
 from ops.interpreter import run_frame
 from streaming.lower import PHASES, Weights, lower
 from streaming.plan import Plan, validate_plan
 from streaming.preprocess import to_model_input
 
-GRANULARITIES = ("element", "pixel")
 #: per-layer kernel choices: a granularity, optionally "-parallel" (numba prange; only used
 #: when the engine has threads > 1). Which is fastest is measured (``streaming.tuning``).
 KERNEL_CHOICES = GRANULARITIES + tuple(g + "-parallel" for g in GRANULARITIES)

@@ -1,7 +1,7 @@
 """Per-worker load of the parallel delta kernels (from Sigma-MoE-Tiny's progressive sparsification, arXiv 2512.16248).
 
 The parallel Conv2D/depthwise kernels split the *output rows* into at most ``PAR_BLOCKS``
-blocks holding about the same number of active input pixels (``ops.conv._split_row``),
+blocks holding about the same number of active input pixels (``ops.blocks._split_row``),
 pointwise/Dense kernels split the active pixels (or, for one pixel, the output channels);
 numba's static schedule then gives each of the ``threads`` workers a contiguous run of
 blocks (with ``PAR_BLOCKS`` equal to the thread count: one block each). When the changes
@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from ops.config import CHANNEL_BLOCK, PAR_BLOCKS, njit_exact
-from ops.conv import _block, _row_span, _split_row, _taps
+from ops.blocks import _block, _row_span, _split_row
+from ops.touch import _taps
 
 __all__ = ["worker_loads", "load_stats", "engine_worker_stats", "engine_frame_loads"]
 
@@ -57,7 +58,7 @@ def _row_block_loads(active, n_active, nnz, in_w, kh, kw, stride, pad_top, pad_l
 
 
 def _n_blocks(n: int, align: int, par_blocks: int) -> int:
-    """``ops.conv._n_blocks`` with an explicit block budget."""
+    """``ops.blocks._n_blocks`` with an explicit block budget."""
     chunks = (n + align - 1) // align
     return max(1, min(par_blocks, chunks))
 
@@ -112,7 +113,7 @@ def worker_loads(
             ``np.count_nonzero(rows[:n_active], axis=1)``).
         threads: number of workers (``numba.set_num_threads``).
         in_w, out_h, out_w, kh, kw, stride, pad_top, pad_left: the layer's geometry
-            (``ops.conv.conv_geometry``); pointwise layers need none of them.
+            (``ops.geometry.conv_geometry``); pointwise layers need none of them.
         cout: outputs per tap: Conv2D/pointwise ``Cout``, depthwise the depth multiplier.
         granularity: ``"element"`` (default) or ``"pixel"`` (the ``*_pix_par`` kernels;
             Conv2D then splits each tap's pixels in blocks of 8, one parallel region per tap,

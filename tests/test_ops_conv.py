@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import naive
-from ops import config, conv
-from ops.conv import conv2d_delta, dense_delta, nz_scratch, pointwise_delta
+from ops import accumulate, blocks, config, conv, pointwise, touch
+from ops.blocks import nz_scratch
+from ops.conv import conv2d_delta
+from ops.pointwise import dense_delta, pointwise_delta
 from ops.geometry import conv_geometry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +210,7 @@ def test_heapsort():
     for n in [0, 1, 2, 3, 10, 257]:
         a = rng.integers(0, 1000, n + 5).astype(np.int32)
         b = a.copy()
-        conv._heapsort(b, n)
+        touch._heapsort(b, n)
         assert np.array_equal(b[:n], np.sort(a[:n])) and np.array_equal(b[n:], a[n:])
 
 
@@ -218,8 +220,8 @@ def test_matmul_blas_and_loop_agree():
     b = rng.normal(size=(7, 21)).astype(np.float32)
     o1 = np.zeros((13, 21), np.float32)
     o2 = np.full((13, 21), 5.0, np.float32)
-    conv._matmul_loop(a, b, o1)
-    conv._matmul_blas(a, b, o2)
+    accumulate._matmul_loop(a, b, o1)
+    accumulate._matmul_blas(a, b, o2)
     np.testing.assert_allclose(o1, a.astype(np.float64) @ b, **TOL)
     np.testing.assert_allclose(o2, o1, **TOL)
 
@@ -386,13 +388,13 @@ def test_private_kernels_callable_from_njit():
             r = conv._conv2d_pix_par(active, n, rows, in_w, w4, 1, pt, pl, acc, touched, mark, gather, prod)
             total += r[0] + r[1]
             for f in range(1):
-                r = conv._pointwise_elem(active, n, rows, w2, acc_pw, touched_pw, nzbuf)
+                r = pointwise._pointwise_elem(active, n, rows, w2, acc_pw, touched_pw, nzbuf)
                 total += r[1]
-                r = conv._pointwise_elem_par(active, n, rows, w2, acc_pw, touched_pw, nzbuf)
+                r = pointwise._pointwise_elem_par(active, n, rows, w2, acc_pw, touched_pw, nzbuf)
                 total += r[1]
-                r = conv._pointwise_pix(active, n, rows, w2, acc_pw, touched_pw, prod)
+                r = pointwise._pointwise_pix(active, n, rows, w2, acc_pw, touched_pw, prod)
                 total += r[1]
-                r = conv._pointwise_pix_par(active, n, rows, w2, acc_pw, touched_pw, prod)
+                r = pointwise._pointwise_pix_par(active, n, rows, w2, acc_pw, touched_pw, prod)
                 total += r[1]
         return total
 
@@ -429,7 +431,8 @@ def test_kernels_run_without_jit():
     script = textwrap.dedent(
         """
         import numpy as np, naive
-        from ops.conv import conv2d_delta, pointwise_delta
+        from ops.conv import conv2d_delta
+        from ops.pointwise import pointwise_delta
         from ops.geometry import conv_geometry
         from ops.depthwise import depthwise_delta
         rng = np.random.default_rng(0)
@@ -481,10 +484,10 @@ def test_row_split_partitions_the_work(kernel, stride):
                 acc = np.zeros((oh, ow, cout), np.float32)
                 macs = 0
                 for b in range(nb):
-                    r0 = conv._split_row(act, n, b, nb, w, pt, stride, oh)
-                    r1 = conv._split_row(act, n, b + 1, nb, w, pt, stride, oh)
+                    r0 = blocks._split_row(act, n, b, nb, w, pt, stride, oh)
+                    r1 = blocks._split_row(act, n, b + 1, nb, w, pt, stride, oh)
                     assert 0 <= r0 <= r1 <= oh
-                    a0, a1 = conv._row_span(act, n, w, r0, r1, kh, stride, pt)
+                    a0, a1 = blocks._row_span(act, n, w, r0, r1, kh, stride, pt)
                     macs += conv._conv2d_elem_range(act, rows, w, weights, stride, pt, pl, acc, nz, a0, a1, r0, r1)
                 np.testing.assert_allclose(acc, want, **TOL, err_msg=f"{padding} dens={dens} nb={nb}")
                 assert macs == _expected_macs(d, kh, kw, stride, padding, cin, cout)[0]

@@ -8,7 +8,7 @@ import pytest
 
 import naive
 from ops import depthwise
-from ops.conv import nz_scratch
+from ops.blocks import nz_scratch
 from ops.geometry import conv_geometry
 from ops.depthwise import depthwise_delta
 
@@ -187,7 +187,7 @@ def test_private_kernels_callable_from_njit():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_row_split_partitions_the_work(stride):
-    from ops import conv
+    from ops import blocks
 
     h, w, c = 10, 9, 40
     rng = np.random.default_rng(3)
@@ -204,9 +204,9 @@ def test_row_split_partitions_the_work(stride):
                 acc = np.zeros((oh, ow, 2 * c), np.float32)
                 macs = 0
                 for b in range(nb):
-                    r0 = conv._split_row(act, n, b, nb, w, pt, stride, oh)
-                    r1 = conv._split_row(act, n, b + 1, nb, w, pt, stride, oh)
-                    a0, a1 = conv._row_span(act, n, w, r0, r1, 3, stride, pt)
+                    r0 = blocks._split_row(act, n, b, nb, w, pt, stride, oh)
+                    r1 = blocks._split_row(act, n, b + 1, nb, w, pt, stride, oh)
+                    a0, a1 = blocks._row_span(act, n, w, r0, r1, 3, stride, pt)
                     macs += depthwise._depthwise_rows_range(act, rows, w, weights, stride, pt, pl, acc, nz, a0, a1, r0, r1)
                 np.testing.assert_allclose(acc, naive.depthwise_conv2d(d, weights, stride, padding), **TOL)
                 assert macs == _expected_macs(d, 3, 3, stride, padding, 2)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import naive
-from ops.conv import conv2d_delta, pointwise_delta
+from ops.conv import conv2d_delta
+from ops.pointwise import pointwise_delta
 from ops.geometry import conv_geometry
 from ops.depthwise import depthwise_delta
 from ops.encode import _encode_threshold_pixels, empty_delta
