@@ -121,10 +121,15 @@ def to_plan(model) -> Plan:
         inner = layer.layer if wrapped else layer
         if isinstance(layer, TemporalMean):
             continue
-        if any(id(t) not in names for t in node.input_tensors):
-            continue  # behind an unsupported layer (already named)
-        ins = [names[id(t)] for t in node.input_tensors]
         out_t = node.outputs[0]
+        if any(id(t) not in names for t in node.input_tensors):
+            # behind an unsupported layer: not lowered, but still checked, so every offender is named
+            if not isinstance(inner, DeltaActivation):
+                reason = refusal(inner, [frame(t) for t in node.input_tensors], frame(out_t), 2)
+                if reason is not None:
+                    unsupported.append(reason)
+            continue
+        ins = [names[id(t)] for t in node.input_tensors]
         b.begin(node, inner.name, ins)
         if isinstance(inner, DeltaActivation):
             var = inner.step if inner.mode == "quantize" else inner.threshold
