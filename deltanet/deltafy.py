@@ -17,7 +17,7 @@ from deltanet.graph import (
     graph_nodes,
     refused_layers,
 )
-from deltanet.pretrained import flatten
+from deltanet.model_surgery import flatten
 
 SUPPORTED_LAYERS = MAC_LAYERS + MERGE_LAYERS + FRAME_LAYERS
 
@@ -57,7 +57,7 @@ def deltafy(
 
     Args:
         frame_model: a functional or Sequential per-frame Keras model; nested models (a
-            pretrained base called inside a wrapper) are inlined (``deltanet.pretrained.flatten``).
+            pretrained base called inside a wrapper) are inlined (``deltanet.model_surgery.flatten``).
         mode, threshold, step, penalty, per_channel: passed to every ``DeltaActivation``.
         penalty_weight: weight of the whole model's penalty. Each layer gets
             ``penalty_weight * (its input elements per frame) / (model MACs per frame)``, so

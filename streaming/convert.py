@@ -84,7 +84,7 @@ def to_plan(model) -> Plan:
     from deltanet.frame_wise import FrameWise
     from deltanet.graph import graph_nodes
     from deltanet.models import CLIP_HEAD, model_info
-    from deltanet.pretrained import flatten
+    from deltanet.model_surgery import flatten
     from deltanet.registry import refusal, support_of
     from deltanet.temporal_mean import TemporalMean
 

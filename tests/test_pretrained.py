@@ -179,7 +179,7 @@ def test_fit_arch_h5_nested_gray_with_rescale(tmp_path):
     base = _base(channels=1, softmax=True)
     inp = keras.Input((16, 16, 1))
     keras.Model(inp, base(inp)).save(tmp_path / "gray.h5")  # nested, expects [-1, 1], ends in softmax
-    make_fake_ucf101(tmp_path / "ucf", classes=("ApplyEyeMakeup", "YoYo"), groups=(1, 8), clips=1, frames=6, size=(24, 24))
+    make_fake_ucf101(tmp_path / "ucf", classes=("ApplyEyeMakeup", "YoYo"), groups=(1, 2, 8), clips=1, frames=6, size=(24, 24))
     cfg = FitConfig(data=str(tmp_path / "ucf"), arch=str(tmp_path / "gray.h5"), rescale=[2 / 255, -1.0], size=16, frames=2,
                     stride=1, epochs=1, batch_size=2, out=str(tmp_path / "run"))
     metrics = run(cfg, verbose=0)

@@ -448,6 +448,8 @@ def _evaluate_test(model, cfg: FitConfig, index) -> dict:
     _log("evaluating on the test clips ...")
     ds = make_subset_dataset(index, "test", frames=cfg.frames, stride=cfg.stride, size=(cfg.size, cfg.size),
                              batch_size=cfg.batch_size, seed=cfg.seed)
+    if int(model.input.shape[-1]) == 1:  # a gray model gets gray clips, as in training
+        ds = ds.map(gray_clips)
     results = model.evaluate(ds, verbose=0, return_dict=True)
     measured = measure_model(model, ds, max_batches=cfg.eval_batches)
     return {"accuracy": float(results["accuracy"]), "mac_density": measured["mac_density"]}
