@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keras
 
+from deltanet import upstream
 from deltanet.graph import as_functional, graph_nodes
 
 
@@ -127,10 +128,8 @@ def strip_softmax(model: keras.Model) -> tuple[keras.Model, bool]:
     model = flatten(model)
     if len(model.outputs) != 1:
         return model, False
-    history = model.outputs[0]._keras_history
-    layer = history.operation
     # the node of *this* graph: a shared layer (flatten re-calls them) has several
-    (layer_input,) = layer._inbound_nodes[history.node_index].input_tensors
+    layer, (layer_input,) = upstream.producing_node_inputs(model.outputs[0])
     if _is_softmax(layer):
         return _rebuild(model, list(model.inputs), [layer_input]), True
     if getattr(layer, "activation", None) is not None and keras.activations.serialize(layer.activation) == "softmax":

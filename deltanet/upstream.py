@@ -69,6 +69,14 @@ def producer_of(tensor):
     return tensor._keras_history.operation
 
 
+def producing_node_inputs(tensor) -> tuple:
+    """``(layer, input tensors)`` of the node that produced ``tensor`` in *its* graph (a shared
+    layer has several nodes; ``KerasTensor._keras_history`` names which one)."""
+    history = tensor._keras_history
+    layer = history.operation
+    return layer, list(layer._inbound_nodes[history.node_index].input_tensors)
+
+
 def shallow_copy(layer, **replace):
     """A second layer object over the same state (the very same weight variables), with some
     attributes replaced. Keras' tracking ``__setattr__`` is bypassed on purpose: it would

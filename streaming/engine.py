@@ -79,7 +79,10 @@ class FrameStats:
 
     @property
     def layer_mac_density(self) -> np.ndarray:
-        """Per MAC layer: the temporal density of the deltas it received (non-zero / input elements)."""
+        """Per MAC layer: the temporal density of the deltas it received (non-zero / input elements).
+        A keyframe is a dense pass (every MAC executed, every reference refreshed): 1.0."""
+        if self.keyframe:
+            return np.ones(len(self.nonzero_deltas))
         return self.nonzero_deltas / self.input_elements
 
     @property

@@ -386,6 +386,7 @@ def run(
                         "score": _fmt(top[0][1]),
                         "top": [[lab, _fmt(p)] for lab, p in top],
                         "mac_density": _fmt(density),
+                        "executed_mac_density": _fmt(stats.executed_mac_density),
                         "executed_macs": executed,
                         "dense_macs": dense_total,
                         "saved_macs": dense_total - executed,

@@ -204,7 +204,9 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
     executed = run.executed[later].astype(np.float64)
     # one density (deltanet.density): transmitted non-zero deltas per MAC layer; what the
     # kernels multiplied (pixel-wise kernels count an active pixel's zeros) is reported apart
-    layer_density = run.nonzero[later].mean(axis=0) / e.input_elements
+    # (a keyframe after the first is a dense pass: 1.0, as in FrameStats and frames.csv)
+    per_frame = run.nonzero[later] / e.input_elements
+    layer_density = np.where(run.keyframe[later][:, None], 1.0, per_frame).mean(axis=0)
     mac_density = density.mac_density(dense_macs, layer_density)
     executed_density = density.mac_density(dense_macs, executed.mean(axis=0) / dense_macs)
     delta_ms = run.total_ms[later]
@@ -280,7 +282,8 @@ def frame_rows(run: ModelRun):
         k = int(p.argmax())
         yield {
             "model": run.label, "frame": int(run.index[t]), "keyframe": int(run.keyframe[t]),
-            "mac_density": mac_density(e.dense_macs, run.nonzero[t] / e.input_elements),
+            # a keyframe is a dense pass: 1.0 (FrameStats.layer_mac_density says the same)
+            "mac_density": 1.0 if run.keyframe[t] else mac_density(e.dense_macs, run.nonzero[t] / e.input_elements),
             "executed_mac_density": mac_density(e.dense_macs, run.executed[t] / e.dense_macs),
             "executed_macs": int(run.executed[t].sum()), "dense_macs": dense_total,
             "latency_ms": float(run.total_ms[t]), "dense_ms": float(run.dense_ms[t]), "top1": labels[k], "score": float(p[k]),
@@ -299,7 +302,7 @@ def layer_rows(run: ModelRun):
                 "input_elements": int(e.input_elements[i]),
                 "temporal_density": float(run.nonzero[t, i] / e.input_elements[i]),
                 "executed_macs": int(run.executed[t, i]), "dense_macs": int(e.dense_macs[i]),
-                "mac_density": float(run.nonzero[t, i] / e.input_elements[i]),
+                "mac_density": 1.0 if run.keyframe[t] else float(run.nonzero[t, i] / e.input_elements[i]),
                 "executed_mac_density": float(run.executed[t, i] / e.dense_macs[i]), "ms": float(run.layer_ms[t, i]),
             }
 

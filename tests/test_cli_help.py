@@ -16,7 +16,7 @@ def test_help_shows_every_default(module):
     parser = importlib.import_module(module).build_parser()
     formatter = parser._get_formatter()
     for action in parser._actions:
-        if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction)):
+        if not action.option_strings or action.nargs == 0:  # positional, or a flag
             continue
         if action.required or action.default is argparse.SUPPRESS:
             continue

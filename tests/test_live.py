@@ -100,7 +100,7 @@ def live(*args, env=None, timeout=300):
                           text=True, env=env or ENV, timeout=timeout)
 
 
-FIELDS = {"frame", "source_index", "label", "score", "top", "mac_density", "executed_macs", "dense_macs",
+FIELDS = {"frame", "source_index", "label", "score", "top", "mac_density", "executed_mac_density", "executed_macs", "dense_macs",
           "saved_macs", "keyframe", "latency_ms", "engine_ms", "fps", "dropped"}
 
 
@@ -116,7 +116,8 @@ def check_json_lines(stdout: str, n: int) -> list[dict]:
         assert len(r["top"]) == 3 and probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-5)
         assert 0 <= r["mac_density"] <= 1 and r["latency_ms"] > 0
         assert r["saved_macs"] == r["dense_macs"] - r["executed_macs"]
-        assert r["mac_density"] == pytest.approx(r["executed_macs"] / r["dense_macs"], rel=1e-5)
+        # mac_density: transmitted non-zero deltas (MAC-weighted); executed: what the kernels multiplied
+        assert r["executed_mac_density"] == pytest.approx(r["executed_macs"] / r["dense_macs"], rel=1e-5)
     assert recs[0]["keyframe"] and recs[0]["mac_density"] == 1.0
     assert all(not r["keyframe"] for r in recs[1:]) and np.mean([r["mac_density"] for r in recs[1:]]) < 0.5
     return recs

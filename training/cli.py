@@ -116,7 +116,7 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if "default" in text.lower() or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
+        if action.nargs == 0:  # a flag (store_true/false, help): its default says nothing
             return text
         default = "none" if action.default is None else action.default
         return f"{text} (default: {default})".strip()
