@@ -81,6 +81,10 @@ def clip_evaluation(model, index, subset: str, videos: list, info: dict, size: i
 
     ds = make_clip_dataset(videos, frames=int(info["frames"]), stride=int(info.get("stride") or 1), size=(size, size),
                            batch_size=batch_size, training=False, class_count=index.num_classes, cache=False)
+    if int(model.input.shape[-1]) == 1:  # a gray model gets gray clips, as training.fit gives them
+        from training.fit import gray_clips
+
+        ds = ds.map(gray_clips)
     correct = total = 0
     for clips, labels in ds:
         pred = np.argmax(np.asarray(model.predict_on_batch(np.asarray(clips))), axis=-1)
