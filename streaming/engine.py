@@ -305,7 +305,8 @@ class DeltaEngine:
         return np.stack(outs) if outs else np.zeros((0,)), stats
 
     def warmup(self) -> None:
-        """Compile the interpreter and run every kernel choice once (synthetic frames), then reset."""
+        """Compile the interpreter with this engine's kernel choices (a dense and two delta
+        frames, synthetic), then reset."""
         rng = np.random.default_rng(0)
         h, w, c = self.input_shape
         base = rng.integers(0, 256, (h, w, c), dtype=np.uint8)

@@ -197,7 +197,8 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
                 step_layer[enc] = len(mac_layers) - 1
             need["mark"] = max(need["mark"], oh * ow)
             need["nz_cin"] = max(need["nz_cin"], cin)
-            need["prod"] = max(need["prod"], ah * aw * oc)
+            if kind != ip.MAC_DEPTHWISE:  # the pixel-wise kernels' block products
+                need["prod"] = max(need["prod"], ah * aw * oc)
             if kind == ip.MAC_CONV:
                 need["gather"] = max(need["gather"], ah * aw * cin)
                 need["col"] = max(need["col"], oh * ow * kh * kw * cin)
