@@ -155,7 +155,7 @@ class DeltaEngine:
         self.input_shape = tuple(plan.input_shape)
         self.info = dict(plan.info)
         self.class_names = list(self.info.get("class_names") or [])
-        self.program = lower(plan, dense_mode=mode == "dense", weights=_weights)
+        self.program = lower(plan, dense_mode=mode == "dense", weights=_weights, blocks=self.threads or ops_config.PAR_BLOCKS)
         layers = self.program.mac_layers
         self.layer_names = [m.name for m in layers]
         self.dense_macs = np.array([m.dense_macs for m in layers], np.int64)
