@@ -11,8 +11,9 @@ happen. Each entry (:class:`Support`) has
   inputs, called on clip tensors) or ``"frame"`` (one input, wrapped in ``FrameWise``);
 * ``refuse(layer, in_shapes, out_shape, leading)``: why the runtime cannot run this
   configuration (a dilated convolution, a softmax over space...), or ``None``. Shapes are
-  per frame (no batch/time axes); ``leading`` is how many axes come before them (1 in a
-  frame model, 2 in a clip model), for layers that name an axis;
+  per frame (no batch/time axes); ``leading`` is how many axes the layer itself sees before
+  them, for layers that name an axis (1 for a frame model's layers and the ``FrameWise``-
+  wrapped ones, 2 for a merge layer called on clip tensors);
 * ``lower(b, layer)``: emit the layer's plan steps through the converter's builder ``b``
   (``streaming.convert.PlanBuilder``) and return the plan tensor holding its output;
 * ``macs(layer, in_shape, out_shape)``: dense MACs per frame (MAC layers; ``ops.geometry``).
