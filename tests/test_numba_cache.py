@@ -48,3 +48,24 @@ def test_kernels_are_cached_in_the_digest_folder():
 def test_cache_off_compiles_without_a_cache():
     kernel = config._jit(dict(config.JIT_EXACT, cache=False))(lambda x: x + 1)
     assert kernel(1) == 2 and kernel.stats.cache_path is None
+
+
+def test_every_kernel_goes_through_ops_config():
+    """No module compiles with numba's decorators directly (they would bypass the settings and the
+    keyed cache)."""
+    import ast
+
+    root = Path(config.__file__).resolve().parents[1]
+    offenders = []
+    for pkg in ("deltanet", "ops", "streaming", "training", "scripts"):
+        for path in (root / pkg).rglob("*.py"):
+            if path == Path(config.__file__).resolve():
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in ("njit", "jit", "generated_jit", "vectorize") and \
+                        isinstance(node.value, ast.Name) and node.value.id == "numba":  # fmt: skip
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno} numba.{node.attr}")
+                if isinstance(node, ast.ImportFrom) and node.module == "numba":
+                    offenders += [f"{path.relative_to(root)}:{node.lineno} from numba import {a.name}" for a in node.names
+                                  if a.name in ("njit", "jit", "generated_jit", "vectorize")]  # fmt: skip
+    assert not offenders, offenders
