@@ -55,9 +55,12 @@ def refused_layers(model: keras.Model, leading: int = 1) -> list[str]:
 
     ``leading``: the axes before the per-frame shape (1: a frame model's batch; 2: a clip model).
     """
+
+    def frame(t):
+        return tuple(int(d) for d in t.shape[leading:])
+
     bad = []
     for node in graph_nodes(model):
-        frame = lambda t: tuple(int(d) for d in t.shape[leading:])  # noqa: E731
         reason = registry.refusal(node.operation, [frame(t) for t in node.input_tensors], frame(node.outputs[0]), leading)
         if reason is not None:
             bad.append(reason)

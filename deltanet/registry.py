@@ -11,8 +11,9 @@ happen. Each entry (:class:`Support`) has
   inputs, called on clip tensors) or ``"frame"`` (one input, wrapped in ``FrameWise``);
 * ``refuse(layer, in_shapes, out_shape, leading)``: why the runtime cannot run this
   configuration (a dilated convolution, a softmax over space...), or ``None``. Shapes are
-  per frame (no batch/time axes); ``leading`` is how many axes come before them (1 in a
-  frame model, 2 in a clip model), for layers that name an axis;
+  per frame (no batch/time axes); ``leading`` is how many axes the layer itself sees before
+  them, for layers that name an axis (1 for a frame model's layers and the ``FrameWise``-
+  wrapped ones, 2 for a merge layer called on clip tensors);
 * ``lower(b, layer)``: emit the layer's plan steps through the converter's builder ``b``
   (``streaming.convert.PlanBuilder``) and return the plan tensor holding its output;
 * ``macs(layer, in_shape, out_shape)``: dense MACs per frame (MAC layers; ``ops.geometry``).
@@ -141,23 +142,20 @@ def _conv_macs(layer, in_shape, out_shape) -> int:
     return conv_macs(out_shape[0], out_shape[1], kh, kw, in_shape[-1] // layer.groups, out_shape[-1])
 
 
-def _lower_conv(b, layer) -> str:
-    kernel = _numpy(layer.kernel)
-    bias = _numpy(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1])
-    out = _mac_step(b, "conv2d", b.name, b.src, kernel, bias, layer.strides[0], _pads(layer, b.in_shape), b.out_shape)
-    return _activation_after(b, layer, out)
+def _lower_conv_as(op):
+    """Conv2D -> a ``conv2d`` step, DepthwiseConv2D -> a ``depthwise`` step (same fields)."""
+
+    def lower(b, layer) -> str:
+        bias = _numpy(layer.bias) if layer.use_bias else np.zeros(b.out_shape[-1])
+        out = _mac_step(b, op, b.name, b.src, _numpy(layer.kernel), bias, layer.strides[0], _pads(layer, b.in_shape), b.out_shape)
+        return _activation_after(b, layer, out)
+
+    return lower
 
 
 def _depthwise_macs(layer, in_shape, out_shape) -> int:
     kh, kw = layer.kernel_size
     return conv_macs(out_shape[0], out_shape[1], kh, kw, 1, out_shape[-1])
-
-
-def _lower_depthwise(b, layer) -> str:
-    kernel = _numpy(layer.kernel)
-    bias = _numpy(layer.bias) if layer.use_bias else np.zeros(b.out_shape[-1])
-    out = _mac_step(b, "depthwise", b.name, b.src, kernel, bias, layer.strides[0], _pads(layer, b.in_shape), b.out_shape)
-    return _activation_after(b, layer, out)
 
 
 def _separable_macs(layer, in_shape, out_shape) -> int:
@@ -348,8 +346,8 @@ def _lower_flatten(b, layer) -> str:
 
 L = keras.layers
 REGISTRY: tuple[Support, ...] = (
-    Support(L.Conv2D, "mac", _lower_conv, _refuse_conv, _conv_macs),
-    Support(L.DepthwiseConv2D, "mac", _lower_depthwise, _refuse_conv, _depthwise_macs),
+    Support(L.Conv2D, "mac", _lower_conv_as("conv2d"), _refuse_conv, _conv_macs),
+    Support(L.DepthwiseConv2D, "mac", _lower_conv_as("depthwise"), _refuse_conv, _depthwise_macs),
     Support(L.SeparableConv2D, "mac", _lower_separable, _refuse_conv, _separable_macs),
     Support(L.Dense, "mac", _lower_dense, _refuse_dense, _dense_macs),
     Support(L.Add, "merge", _lower_merge("add"), _refuse_merge),

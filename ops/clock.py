@@ -12,7 +12,9 @@ POSIX only (Linux, macOS): ``CLOCK_MONOTONIC`` is 1 on Linux and 6 on macOS.
 from __future__ import annotations
 
 import sys
+import time
 
+import numba
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -43,8 +45,11 @@ def _clock_gettime_ns(typingctx):
 
 from ops.config import njit_exact  # noqa: E402  (after the intrinsic it compiles)
 
+if numba.config.DISABLE_JIT:  # the kernels run as Python: an intrinsic cannot
+    now_ns = time.monotonic_ns
+else:
 
-@njit_exact
-def now_ns():
-    """``CLOCK_MONOTONIC`` in nanoseconds, from compiled code or Python."""
-    return _clock_gettime_ns()
+    @njit_exact
+    def now_ns():
+        """``CLOCK_MONOTONIC`` in nanoseconds, from compiled code or Python."""
+        return _clock_gettime_ns()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.plan import Plan, validate_plan
+from streaming.plan import MAC_OPS, Plan, validate_plan
 
 
 class ConversionError(ValueError):
@@ -83,8 +83,8 @@ def to_plan(model) -> Plan:
     from deltanet.delta_activation import DeltaActivation
     from deltanet.frame_wise import FrameWise
     from deltanet.graph import graph_nodes
-    from deltanet.models import CLIP_HEAD, model_info
     from deltanet.model_surgery import flatten
+    from deltanet.models import CLIP_HEAD, model_info
     from deltanet.registry import refusal, support_of
     from deltanet.temporal_mean import TemporalMean
 
@@ -122,27 +122,24 @@ def to_plan(model) -> Plan:
         if isinstance(layer, TemporalMean):
             continue
         out_t = node.outputs[0]
+        if not isinstance(inner, DeltaActivation):
+            # a wrapped layer sees frames (batch * time, ...), a merge layer clip tensors (batch, time, ...)
+            reason = refusal(inner, [frame(t) for t in node.input_tensors], frame(out_t), 1 if wrapped else 2)
+            if reason is None and (support_of(inner).role == "merge") == wrapped:
+                reason = f"{inner.name} ({type(inner).__name__} {'wrapped in FrameWise' if wrapped else 'called on clip tensors'})"
+            if reason is not None:
+                unsupported.append(reason)
+                continue
         if any(id(t) not in names for t in node.input_tensors):
-            # behind an unsupported layer: not lowered, but still checked, so every offender is named
-            if not isinstance(inner, DeltaActivation):
-                reason = refusal(inner, [frame(t) for t in node.input_tensors], frame(out_t), 2)
-                if reason is not None:
-                    unsupported.append(reason)
-            continue
+            continue  # behind an unsupported layer: only checked (every offender is named)
         ins = [names[id(t)] for t in node.input_tensors]
         b.begin(node, inner.name, ins)
         if isinstance(inner, DeltaActivation):
             var = inner.step if inner.mode == "quantize" else inner.threshold
             param = np.broadcast_to(np.asarray(keras.ops.convert_to_numpy(var), np.float32), (b.out_shape[-1],))
             names[id(out_t)] = b.add("encode", name=inner.name, inputs=ins, mode=inner.mode, param_key=b.array(f"{inner.name}/param", param))
-            continue
-        reason = refusal(inner, [frame(t) for t in node.input_tensors], frame(out_t), 2)
-        if reason is None and (support_of(inner).role == "merge") == wrapped:
-            reason = f"{inner.name} ({type(inner).__name__} {'wrapped in FrameWise' if wrapped else 'called on clip tensors'})"
-        if reason is not None:
-            unsupported.append(reason)
-            continue
-        names[id(out_t)] = support_of(inner).lower(b, inner)
+        else:
+            names[id(out_t)] = support_of(inner).lower(b, inner)
 
     if unsupported:
         raise ConversionError(
@@ -165,7 +162,7 @@ def _insert_exact_encoders(steps, tensors, arrays):
     out = []
     added = {}
     for s in steps:
-        if s["op"] in ("conv2d", "depthwise"):
+        if s["op"] in MAC_OPS:
             src = s["inputs"][0]
             if produced_by[src]["op"] != "encode":
                 if src not in added:

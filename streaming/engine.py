@@ -159,7 +159,7 @@ class DeltaEngine:
         self.input_shape = tuple(plan.input_shape)
         self.info = dict(plan.info)
         self.class_names = list(self.info.get("class_names") or [])
-        self.program = lower(plan, dense_mode=mode == "dense", weights=_weights)
+        self.program = lower(plan, dense_mode=mode == "dense", weights=_weights, blocks=self.threads or ops_config.PAR_BLOCKS)
         layers = self.program.mac_layers
         self.layer_names = [m.name for m in layers]
         self.dense_macs = np.array([m.dense_macs for m in layers], np.int64)
@@ -295,7 +295,8 @@ class DeltaEngine:
         return np.stack(outs) if outs else np.zeros((0,)), stats
 
     def warmup(self) -> None:
-        """Compile the interpreter and run every kernel choice once (synthetic frames), then reset."""
+        """Compile the interpreter with this engine's kernel choices (a dense and two delta
+        frames, synthetic), then reset."""
         rng = np.random.default_rng(0)
         h, w, c = self.input_shape
         base = rng.integers(0, 256, (h, w, c), dtype=np.uint8)

@@ -127,8 +127,10 @@ def mac_kind(step: dict, kernel_shape) -> int:
     return ip.MAC_POINTWISE if kh == kw == 1 and step["stride"] == 1 else ip.MAC_CONV
 
 
-def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = None) -> Program:
-    """Lower a (validated) plan. ``dense_mode``: delta layers become identities (the dense engine)."""
+def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = None, blocks: int = PAR_BLOCKS) -> Program:
+    """Lower a (validated) plan. ``dense_mode``: delta layers become identities (the dense engine);
+    ``blocks``: at most this many parallel blocks in the element-wise kernels (the engine's
+    thread count: one block per worker)."""
     weights = weights if weights is not None else lower_weights(plan)
     W = weights.offset
     producer = {s["output"]: i for i, s in enumerate(plan.steps)}
@@ -197,7 +199,8 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
                 step_layer[enc] = len(mac_layers) - 1
             need["mark"] = max(need["mark"], oh * ow)
             need["nz_cin"] = max(need["nz_cin"], cin)
-            need["prod"] = max(need["prod"], ah * aw * oc)
+            if kind != ip.MAC_DEPTHWISE:  # the pixel-wise kernels' block products
+                need["prod"] = max(need["prod"], ah * aw * oc)
             if kind == ip.MAC_CONV:
                 need["gather"] = max(need["gather"], ah * aw * cin)
                 need["col"] = max(need["col"], oh * ow * kh * kw * cin)
@@ -239,8 +242,8 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
     X[ip.X_IOTA] = iota[0]
     X[ip.X_UNION] = ia.take(need["union"])
     X[ip.X_MARK] = ua.take(need["mark"])
-    X[ip.X_NZ_ROWS] = PAR_BLOCKS
-    X[ip.X_NZ] = ia.take(PAR_BLOCKS * need["nz_cin"])
+    X[ip.X_NZ_ROWS] = max(1, min(int(blocks), PAR_BLOCKS))
+    X[ip.X_NZ] = ia.take(X[ip.X_NZ_ROWS] * need["nz_cin"])
     X[ip.X_GATHER] = fa.take(need["gather"])
     X[ip.X_PROD] = fa.take(need["prod"])
     X[ip.X_COL] = fa.take(need["col"])

@@ -1,11 +1,13 @@
 """Per-worker load of the parallel delta kernels (from Sigma-MoE-Tiny's progressive sparsification, arXiv 2512.16248).
 
-The parallel Conv2D/depthwise kernels split the *output rows* into at most ``PAR_BLOCKS``
-blocks holding about the same number of active input pixels (``ops.blocks._split_row``),
-pointwise/Dense kernels split the active pixels (or, for one pixel, the output channels);
-numba's static schedule then gives each of the ``threads`` workers a contiguous run of
-blocks (with ``PAR_BLOCKS`` equal to the thread count: one block each). When the changes
-cluster in one part of the frame, some workers get much more work than others.
+The parallel Conv2D/depthwise kernels split the *output rows* into blocks holding about the
+same number of active input pixels (``ops.blocks._split_row``), pointwise/Dense kernels split
+the active pixels (or, for one pixel, the output channels). A ``DeltaEngine`` gives its
+element-wise kernels one block per thread, and numba's default schedule runs ``prange``
+iterations as equal contiguous chunks, one per thread (the numba documentation, "Scheduling"),
+so each worker runs one block. (The pixel-wise kernels and the public ``ops`` functions use up
+to ``PAR_BLOCKS`` blocks; with fewer threads each worker runs a contiguous run of them.) When
+the changes cluster in one part of the frame, some workers get much more work than others.
 :func:`worker_loads` reproduces that split exactly (it calls the kernels' own helpers),
 :func:`load_stats` reports ``max / mean`` per worker and :func:`engine_frame_loads` does both
 for every MAC layer of an engine's last frame.
@@ -19,6 +21,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ops import interpreter as ip
 from ops.config import CHANNEL_BLOCK, PAR_BLOCKS, njit_exact
 from ops.blocks import _block, _row_span, _split_row
 from ops.touch import _taps
@@ -64,10 +67,10 @@ def _n_blocks(n: int, align: int, par_blocks: int) -> int:
 
 
 def _blocks_to_workers(values: np.ndarray, threads: int) -> np.ndarray:
-    """Sum per-block values into ``threads`` workers the way numba's static schedule
-    (``gufunc_scheduler.cpp``, ``create_schedule``, default chunk size) assigns a
-    ``prange`` of ``nb`` iterations: one iteration each when ``nb <= threads``, else
-    contiguous runs, worker ``i`` taking ``ceil(remaining / (threads - i))``."""
+    """Sum per-block values into ``threads`` workers as numba's default schedule shares a
+    ``prange`` of ``nb`` iterations: one iteration each when ``nb <= threads`` (a
+    ``DeltaEngine``'s element-wise kernels), else equal contiguous runs (worker ``i`` taking
+    ``ceil(remaining / (threads - i))``)."""
     nb = len(values)
     out = np.zeros(threads, np.int64)
     if nb <= threads:
@@ -228,6 +231,7 @@ def engine_worker_stats(layers: Iterable[Mapping], threads: int, *, key: str = "
 def engine_frame_loads(engine) -> tuple[np.ndarray, np.ndarray]:
     """Per MAC layer of ``engine``'s last (delta) frame: max and mean non-zero deltas per worker."""
     threads = engine.threads or 1
+    blocks = int(engine.program.scratch[ip.X_NZ_ROWS])  # the element-wise kernels' block budget
     layers = engine.program.mac_layers
     mx = np.zeros(len(layers))
     mean = np.zeros(len(layers))
@@ -235,11 +239,12 @@ def engine_frame_loads(engine) -> tuple[np.ndarray, np.ndarray]:
         active, rows = engine.delta_of(i)
         kh, kw, cin, cout = m.kernel_shape
         ho, wo, _ = m.out_shape
+        granularity = "element" if m.op == "depthwise" else engine.granularity[m.name].split("-")[0]
         kind = "depthwise" if m.op == "depthwise" else ("pointwise" if kh == kw == 1 and m.stride == 1 else "conv")
         loads = worker_loads(
             kind, active, len(active), np.count_nonzero(rows, axis=1), threads=threads, in_w=m.in_shape[1], out_h=ho, out_w=wo,
             kh=kh, kw=kw, stride=m.stride, pad_top=m.pad_top, pad_left=m.pad_left, cout=cout, cin=cin,
-            granularity=engine.granularity[m.name].split("-")[0],
+            granularity=granularity, par_blocks=PAR_BLOCKS if granularity == "pixel" else blocks,
         )["nonzeros"]  # fmt: skip
         st = load_stats(loads)
         mx[i], mean[i] = st["max"], st["mean"]

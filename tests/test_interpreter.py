@@ -64,11 +64,15 @@ def test_dense_delta_and_profiled_frames_agree_on_every_op(mode):
     assert np.abs(delta - expected).max() / np.abs(expected).max() < 1e-4
 
 
-def test_granularities_and_keyframes_agree_with_profiled_frames():
-    keras.utils.set_random_seed(12)
+def _tiny_plan(seed):
+    keras.utils.set_random_seed(seed)
     model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
-    _randomize_bn(model, 5)
-    plan = to_plan(model)
+    _randomize_bn(model, seed)
+    return to_plan(model)
+
+
+def test_granularities_and_keyframes_agree_with_profiled_frames():
+    plan = _tiny_plan(12)
     frames = static_camera_frames(30, seed=10)
     for gran in ("element", "pixel"):
         fast, _ = DeltaEngine(plan, granularity=gran, keyframe_interval=7).run(frames)
@@ -77,9 +81,7 @@ def test_granularities_and_keyframes_agree_with_profiled_frames():
 
 
 def test_kernel_choice_is_a_per_frame_parameter():
-    keras.utils.set_random_seed(15)
-    model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
-    plan = to_plan(model)
+    plan = _tiny_plan(15)
     frames = static_camera_frames(20, seed=16)
     pixel, _ = DeltaEngine(plan, granularity="pixel").run(frames)
     engine = DeltaEngine(plan)
@@ -101,10 +103,7 @@ def test_non_finite_values_are_reported():
 
 
 def test_parallel_kernel_choices_match_serial():
-    keras.utils.set_random_seed(13)
-    model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
-    _randomize_bn(model, 6)
-    plan = to_plan(model)
+    plan = _tiny_plan(13)
     frames = static_camera_frames(20, seed=14)
     serial, _ = DeltaEngine(plan, threads=1).run(frames)
     for choice in ("element-parallel", "pixel-parallel"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ops.elementwise import ACTIVATIONS, _act, _activation_pixels, _frame_to_float_changed, _relu_pixels
+from ops.elementwise import ACTIVATIONS, MERGES, _act, _activation_pixels, _divide_pixels, _frame_to_float_changed, _merge_pixels, _relu_pixels
 
 
 def _bits(a):
@@ -87,6 +87,12 @@ def test_frame_to_float_changed_matches_reference(c):
         f[m] = rng.integers(0, 256, int(m.sum()), dtype=np.uint8)
         frames.append(f)
     frames[3] = frames[2].copy()  # nothing changes
+    # changes in one 64-pixel run only (the others are skipped whole), then in the last pixel
+    # alone (the bytes past the last 8-byte word)
+    frames.append(frames[-1].copy())
+    frames[-1][70, 0] ^= 1
+    frames.append(frames[-1].copy())
+    frames[-1][hw - 1, c - 1] ^= 1
     frames = np.stack(frames)
     scale = rng.uniform(0.001, 0.02, c).astype(np.float32)
     offset = rng.uniform(-1, 1, c).astype(np.float32)
@@ -100,3 +106,32 @@ def test_frame_to_float_changed_matches_reference(c):
         assert np.array_equal(pixels[:n], changed)
         assert np.array_equal(_bits(dst), _bits(d)) and np.array_equal(prev, p)
     assert _frame_to_float_changed(frames[-1], prev, dst, scale, offset, pixels, False) == 0
+
+
+NUMPY_MERGES = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum}
+
+
+@pytest.mark.parametrize("kind", sorted(MERGES))
+@pytest.mark.parametrize("broadcast", [None, "a", "b"])
+def test_merge_pixels_match_numpy_with_a_broadcast_vector(kind, broadcast):
+    rng = np.random.default_rng(len(kind))
+    hw, c = 40, 13
+    a = rng.normal(size=(1 if broadcast == "a" else hw, c)).astype(np.float32)
+    b = rng.normal(size=(1 if broadcast == "b" else hw, c)).astype(np.float32)
+    pixels = np.sort(rng.choice(hw, 17, replace=False)).astype(np.int32)
+    dst = np.full((hw, c), 9.0, np.float32)
+    _merge_pixels(MERGES[kind], a, int(broadcast != "a"), b, int(broadcast != "b"), dst, pixels, pixels.size)
+    want = np.full((hw, c), 9.0, np.float32)
+    want[pixels] = NUMPY_MERGES[kind](np.broadcast_to(a, (hw, c))[pixels], np.broadcast_to(b, (hw, c))[pixels])
+    assert np.array_equal(_bits(dst), _bits(want))
+    _merge_pixels(MERGES[kind], a, 1, a, 1, dst, pixels, 0)  # an empty list touches nothing
+    assert np.array_equal(_bits(dst), _bits(want))
+
+
+def test_divide_pixels_is_keras_average_division():
+    dst = np.arange(12, dtype=np.float32).reshape(4, 3)
+    want = dst.copy()
+    pixels = np.array([1, 3], np.int32)
+    _divide_pixels(dst, 3, pixels, 2)
+    want[pixels] = want[pixels] / np.float32(3)
+    assert np.array_equal(_bits(dst), _bits(want))

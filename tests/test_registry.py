@@ -102,3 +102,14 @@ def test_support_lookup_and_layer_groups():
         registry.classes("other")
     with pytest.raises(TypeError, match="not a MAC layer"):
         registry.layer_macs(L.ReLU(), (4, 4, 2), (4, 4, 2))
+
+
+def test_positive_channel_axes_convert():
+    """A per-frame layer's positive axis counts the frame batch only (FrameWise folds time into
+    it); a merge layer's counts batch and time (deltafy moves it past the time axis)."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.BatchNormalization(axis=3)(L.ReLU()(L.Conv2D(4, 3, padding="same")(inputs)))
+    x = L.Concatenate(axis=3)([L.Softmax(axis=3)(x), x])
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+    plan = to_plan(deltafy(model))
+    assert [s["op"] for s in plan.steps].count("concat") == 1 and "affine" in {s["op"] for s in plan.steps}
