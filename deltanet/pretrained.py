@@ -11,7 +11,7 @@ This module does the surgery once, for ``deltafy``, the streaming converter,
 * :func:`flatten`: inline every nested functional or Sequential model (weights shared), so
   each layer is a node of one graph;
 * :func:`with_rescaling`: a ``Rescaling(scale, offset)`` in front (``--rescale SCALE,OFFSET``,
-  parsed by ``training.cli.rescale_arg``):
+  parsed by ``deltanet.cli.rescale_arg``):
   the model then takes raw 0..255 pixels, and the streaming converter folds the scaling into
   its input step;
 * :func:`strip_softmax`: a final softmax removed, so the model returns logits (what the

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int  # noqa: E402
+from deltanet.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int  # noqa: E402
 
 METHODS = ("uniform", "chess", "wina", "teal")
 

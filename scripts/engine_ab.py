@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.cli import ArgumentParser, CliError, fail, positive_int  # noqa: E402
+from deltanet.cli import ArgumentParser, CliError, fail, positive_int  # noqa: E402
 
 MEASURES = ("delta", "keyframe", "profiled", "dense_mode", "zero_change")
 
@@ -110,7 +110,7 @@ def _prepare(model: str, source: str, n: int, granularity: str, threads: int, wo
         if not Path(model).is_file():
             raise CliError(f"--model: no such file: {model}")
         from streaming.convert import to_plan
-        from training.cli import import_tensorflow_quietly
+        from deltanet.cli import import_tensorflow_quietly
 
         import_tensorflow_quietly()
         import deltanet

@@ -30,7 +30,7 @@ FIELDS = [("clip acc", ("clip", "accuracy")), ("streaming acc (last frame)", ("s
 
 
 def main() -> int:
-    from training.cli import ArgumentParser
+    from deltanet.cli import ArgumentParser
 
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("groups", nargs="+", help="NAME=MODEL.keras,MODEL.keras,...")

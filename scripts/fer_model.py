@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.cli import ArgumentParser, fail, import_tensorflow_quietly  # noqa: E402
+from deltanet.cli import ArgumentParser, fail, import_tensorflow_quietly  # noqa: E402
 
 #: FER2013's classes in the order of the network's outputs
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

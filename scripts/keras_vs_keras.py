@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 
 def _child(model: str, source: str, frames: int, out: str) -> None:
-    from training.cli import import_tensorflow_quietly
+    from deltanet.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import deltanet
@@ -42,7 +42,7 @@ def _child(model: str, source: str, frames: int, out: str) -> None:
 
 
 def main() -> None:
-    from training.cli import ArgumentParser
+    from deltanet.cli import ArgumentParser
 
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.cli import ArgumentParser, CliError, add_crop_argument, fail, import_tensorflow_quietly, positive_int  # noqa: E402
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, import_tensorflow_quietly, positive_int  # noqa: E402
 
 METHODS = {"no calibration": "uniform", "TEAL": "teal", "CHESS": "chess"}
 

@@ -42,7 +42,7 @@ def evaluate(engine, clips, refs, labels) -> dict:
 
 
 def main() -> None:
-    from training.cli import ArgumentParser
+    from deltanet.cli import ArgumentParser
 
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.cli import ArgumentParser, positive_int  # noqa: E402
+from deltanet.cli import ArgumentParser, positive_int  # noqa: E402
 
 RSS_EVERY = 500
 BLOCK = 1000
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     result = {"model": args.model, "source": args.source, "frames": args.frames, "machine": _machine(),
               "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        from training.cli import import_tensorflow_quietly
+        from deltanet.cli import import_tensorflow_quietly
 
         import_tensorflow_quietly()
         from streaming.bundle import export_bundle

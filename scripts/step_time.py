@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    from training.cli import ArgumentParser
+    from deltanet.cli import ArgumentParser
 
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20)
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True)")
     args = p.parse_args()
 
-    from training.cli import import_tensorflow_quietly
+    from deltanet.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import keras

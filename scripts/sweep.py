@@ -95,7 +95,7 @@ def run_one(cfg, train, val, class_names, seed_offset=0, save=None):
 
 
 def main() -> None:
-    from training.cli import ArgumentParser
+    from deltanet.cli import ArgumentParser
 
     p = ArgumentParser(description="sweep training.fit settings on in-memory embedded clips")
     p.add_argument("--grid", action="append", default=[], help="FIELD=v1,v2,... (FitConfig field)")

@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.distribute == "mirrored" or args.source == "pipeline":
-        from training.cli import import_tensorflow_quietly
+        from deltanet.cli import import_tensorflow_quietly
 
         import_tensorflow_quietly()
     import keras

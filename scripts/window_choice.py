@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 
 def main() -> int:
-    from training.cli import ArgumentParser, import_tensorflow_quietly
+    from deltanet.cli import ArgumentParser, import_tensorflow_quietly
 
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True, help="clip model (.keras); repeat for several")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
 
 CONTENDERS = ("delta_engine", "dense_engine", "keras", "tflite")
 
@@ -129,7 +129,7 @@ def float32_floor(frames_model, clip: np.ndarray) -> tuple[np.ndarray, dict]:
 def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup: int = 10, block: int = 25,
         granularity: str = "auto", skip: tuple = (), json_out: str | None = None, crop=None, log=print) -> dict:
     """Run the benchmark; returns (and optionally writes) the results dict."""
-    from training.cli import import_tensorflow_quietly
+    from deltanet.cli import import_tensorflow_quietly
 
     if not Path(model).is_file():
         raise CliError(f"--model: no such file: {model}")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import ArgumentParser, CliError, add_crop_argument, fail, nonneg_float, positive_float, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, nonneg_float, positive_float, positive_int
 from streaming import prediction
 
 PROG = "python -m streaming.live"

@@ -5,7 +5,7 @@
   ``streaming.bundle.load_bundle`` (NumPy + JSON, no TensorFlow).
 
 Every user-facing failure (missing path, unreadable file, a layer the runtime cannot
-convert, a broken bundle) is a :class:`training.cli.CliError` with a one-line message, so
+convert, a broken bundle) is a :class:`deltanet.cli.CliError` with a one-line message, so
 ``python -m streaming.live`` and ``python -m streaming.report`` exit 2 with one line.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from training.cli import CliError, quiet_stderr_fd
+from deltanet.cli import CliError, quiet_stderr_fd
 
 
 def model_kind(model_path: str | os.PathLike) -> str:
@@ -39,7 +39,7 @@ def _one_line(e: BaseException) -> str:
 
 def load_keras_model(model_path: str | os.PathLike):
     """Load a ``.keras`` clip model (deltanet layers registered); ``CliError`` if it cannot be read."""
-    from training.cli import import_tensorflow_quietly
+    from deltanet.cli import import_tensorflow_quietly
 
     model_kind(model_path)
     import_tensorflow_quietly()

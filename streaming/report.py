@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from streaming.report_render import PLOTS, TIMING_NOTE, format_text_table, layer_table, make_plots, render_html, summary_table
-from training.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
 
 PROG = "python -m streaming.report"
 @dataclass

@@ -181,7 +181,7 @@ def _tiny(data, frame_model, out, *extra):
 
 def test_modes_that_cannot_run_here_fail_with_one_clear_line(monkeypatch):
     from training import distribute
-    from training.cli import CliError
+    from deltanet.cli import CliError
 
     import keras
 

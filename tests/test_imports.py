@@ -68,3 +68,13 @@ def test_no_import_cycle_in_the_project():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_runtime_packages_do_not_import_training():
+    """``streaming/`` and ``ops/`` are the deployable runtime: they never import ``training`` (CLI helpers live in
+    ``deltanet.cli``), so a bundle runs from a checkout without the training code's dependencies."""
+    graph = _import_graph()
+    offenders = sorted(
+        f"{m} -> {t}" for m, targets in graph.items() if m.split(".")[0] in ("streaming", "ops") for t in targets if t.split(".")[0] == "training"
+    )
+    assert offenders == []

@@ -187,7 +187,7 @@ def test_fit_arch_h5_nested_gray_with_rescale(tmp_path):
     assert model.input.shape[-1] == 1 and model.get_layer("input_rescale_frames") is not None
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
     DeltaEngine.from_keras(model).run(_video(4))  # and it streams from RGB frames
-    from training.cli import CliError
+    from deltanet.cli import CliError
 
     with pytest.raises(CliError, match="pass --size 16"):
         run(FitConfig(data=str(tmp_path / "ucf"), arch=str(tmp_path / "gray.h5"), size=32, out=str(tmp_path / "run2")), verbose=0)

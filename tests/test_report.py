@@ -19,7 +19,7 @@ import pytest
 
 from fakes import write_video
 from test_live import CLASSES, make_model, make_unconvertible_model, scene_frames
-from training.cli import CliError
+from deltanet.cli import CliError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.cli import ArgumentParser, CliError, fail, fraction_arg, import_tensorflow_quietly, positive_int
+from deltanet.cli import ArgumentParser, CliError, fail, fraction_arg, import_tensorflow_quietly, positive_int
 
 METHODS = ("uniform", "chess", "wina", "teal")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import (
+from deltanet.cli import (
     ArgumentParser,
     CliError,
     add_crop_argument,

@@ -74,7 +74,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from training.cli import CliError
+from deltanet.cli import CliError
 
 MODES = ("none", "mirrored", "multiworker", "data-parallel")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int
+from deltanet.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int
 
 PROG = "python -m training.evaluate"
 DEFAULT_JSON = "runs/evaluate/evaluate.json"

@@ -63,7 +63,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from training.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int, quiet_stderr_fd
+from deltanet.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int, quiet_stderr_fd
 from training.export_check import ONNX_STATE_OUT_SUFFIX, CheckFailed, check_clip, check_export, compare, describe_check  # noqa: F401
 from training.export_check import log as _log
 

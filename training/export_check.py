@@ -291,7 +291,7 @@ def _savedmodel_runner(path):
 
 def tflite_interpreter(path):
     """The TFLite interpreter (ai_edge_litert if installed, else tf.lite) and its name."""
-    from training.cli import quiet_stderr_fd
+    from deltanet.cli import quiet_stderr_fd
 
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -307,7 +307,7 @@ def tflite_interpreter(path):
 
 
 def _tflite_runner(path):
-    from training.cli import quiet_stderr_fd
+    from deltanet.cli import quiet_stderr_fd
 
     interpreter, name = tflite_interpreter(path)
     log(f"check tflite: running the .tflite file in {name} (signature runner 'serving_default')")

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.cli import (
+from deltanet.cli import (
     ArgumentParser,
     CliError,
     add_rescale_argument,

@@ -1,4 +1,7 @@
-"""Shared command-line helpers: argument types and the one-line error convention (exit code 2)."""
+"""Command-line helpers shared by every CLI (`training.*`, `streaming.*`, `scripts/`): argparse only, no Keras.
+
+The one-line error convention: a bad argument prints one line on stderr and exits 2.
+"""
 
 from __future__ import annotations
 
