@@ -103,3 +103,61 @@ def pretrained_clip_model(
     if rescale is not None:
         meta["rescale"] = list(rescale)
     return clip_classifier(frame_model, baseline=True, info=meta)
+
+
+#: ``training.fit --arch keras.applications.NAME``: the prefix of a Keras Applications backbone
+APPLICATIONS_PREFIX = "keras.applications."
+
+#: ImageNet preprocessing of each Keras Applications family, as a ``Rescaling`` of 0..255 pixels
+#: (``None``: the model rescales inside, ``include_preprocessing``). Families whose preprocessing
+#: is not a per-pixel affine map ("caffe": BGR order minus the ImageNet mean, e.g. ResNet50 and VGG;
+#: "torch": mean/std per channel, e.g. DenseNet) are absent: their ImageNet weights would be fed
+#: wrongly scaled pixels, so ``weights="imagenet"`` is refused for them (``weights=None`` works).
+IMAGENET_RESCALE: dict[str, tuple[float, float] | None] = {
+    **{n: (1 / 127.5, -1.0) for n in ("MobileNet", "MobileNetV2", "ResNet50V2", "ResNet101V2", "ResNet152V2",
+                                       "InceptionV3", "Xception")},
+    **{n: None for n in ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetB1", "EfficientNetB2",
+                         "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2S")},
+}
+
+
+def is_application(arch: str) -> bool:
+    return arch.startswith(APPLICATIONS_PREFIX)
+
+
+def check_application(arch: str, weights: str | None) -> tuple[str, object]:
+    """``(name, constructor)`` of a ``keras.applications.NAME`` arch; ``ValueError`` naming the problem."""
+    name = arch[len(APPLICATIONS_PREFIX):] if is_application(arch) else arch
+    build = getattr(keras.applications, name, None)
+    if not name or name[0].islower() or not callable(build):
+        raise ValueError(f"{arch}: not a keras.applications model (e.g. keras.applications.ResNet50, keras.applications.MobileNetV2)")
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
+    if weights == "imagenet" and name not in IMAGENET_RESCALE:
+        raise ValueError(f"{arch} with ImageNet weights expects preprocessing that is not a Rescaling (caffe/torch mode); "
+                         f"use random init, or one of {', '.join(sorted(IMAGENET_RESCALE))}")
+    return name, build
+
+
+def application_frame_model(arch: str, num_classes: int, size: int, *, weights: str | None = None) -> keras.Model:
+    """A Keras Applications backbone (``arch`` = ``"keras.applications.ResNet50"``...) as a per-frame
+    classifier of 0..255 RGB frames: rescaling in front, the backbone without its ImageNet top,
+    global average pooling, a ``Dense(num_classes)`` logits head; flattened for ``deltafy``.
+
+    ``weights=None`` initializes randomly (train from scratch); ``"imagenet"`` downloads Keras'
+    pretrained weights (network access needed once; Keras caches them in ``~/.keras/models``).
+    Without ImageNet weights the input is scaled to ``[-1, 1]``; with them, as the family expects
+    (:data:`IMAGENET_RESCALE`).
+    """
+    name, build = check_application(arch, weights)
+    rescale = IMAGENET_RESCALE.get(name, (1 / 127.5, -1.0)) if weights == "imagenet" else (1 / 127.5, -1.0)
+    kwargs = dict(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
+    if name in IMAGENET_RESCALE and IMAGENET_RESCALE[name] is None:
+        kwargs["include_preprocessing"] = weights == "imagenet"  # random weights: our own [-1, 1] scaling instead
+        if weights == "imagenet":
+            rescale = None
+    base = build(**kwargs)
+    inp = keras.Input((size, size, 3), name="frames")
+    x = keras.layers.Rescaling(rescale[0], rescale[1], name="rescale")(inp) if rescale is not None else inp
+    logits = keras.layers.Dense(num_classes, name="logits")(base(x))
+    return prepare_frame_model(keras.Model(inp, logits, name=name.lower()))

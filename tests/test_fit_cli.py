@@ -95,6 +95,9 @@ def test_resume_after_a_killed_run(tiny_ucf, tmp_path):
         (["--data", "/nonexistent/data/root"], "/nonexistent/data/root"),
         (["--resume", "--out", "/nonexistent/run"], "no checkpoint"),
         (["--init", "/nonexistent/model.keras"], "no such model file"),
+        (["--arch", "keras.applications.NoSuchNet"], "not a keras.applications model"),
+        (["--arch", "keras.applications.ResNet50", "--weights", "imagenet"], "caffe"),
+        (["--weights", "imagenet"], "--weights applies to"),
         # a bad --data is reported as such even where --out already holds a run (the README's
         # order: the quick start writes runs/fit, then the tests run in the same checkout)
         (["--data", "/nonexistent/data/root", "--out", "HOLDS_A_RUN"], "/nonexistent/data/root"),

@@ -214,3 +214,29 @@ def test_split_separable_same_function_and_engine_density_matches_keras():
     executed = np.mean([s.executed_macs for s in stats[1:]], axis=0)
     # (within a few percent: the engine counts the taps of border pixels that fall on the padding differently)
     assert density.mac_density(engine.dense_macs, executed / engine.dense_macs) == pytest.approx(keras_density, rel=0.06)
+
+
+def test_keras_applications_backbone_deltafies_and_runs_in_engine_like_keras():
+    """``--arch keras.applications.ResNet50`` (random init: nothing downloads): the backbone without its ImageNet
+    top, a Dense head, deltafied; the engine reproduces the Keras delta model on a video (ZeroPadding2D, stride-2
+    1x1 shortcuts, Add, MaxPooling2D, BatchNorm all lowered)."""
+    from deltanet.pretrained import application_frame_model
+
+    frame = application_frame_model("keras.applications.ResNet50", 5, 32)
+    assert frame.output.shape[-1] == 5 and not is_nested(frame)
+    clip = deltanet.clip_classifier(frame, threshold=0.02)
+    video = _video(6, 40, 48)
+    frames = np.stack([to_model_input(f, (32, 32, 3)) for f in video])
+    keras_logits = deltanet.frame_logits_model(clip).predict(frames[None].astype(np.float32), verbose=0)[0]
+    engine_logits, _ = DeltaEngine.from_keras(clip).run(video)
+    scale = np.abs(keras_logits).max()
+    np.testing.assert_allclose(engine_logits / scale, keras_logits / scale, atol=1e-4)
+
+
+def test_keras_applications_arch_errors():
+    from deltanet.pretrained import application_frame_model
+
+    with pytest.raises(ValueError, match="not a keras.applications model"):
+        application_frame_model("keras.applications.NoSuchNet", 3, 32)
+    with pytest.raises(ValueError, match="caffe"):  # ResNet50's ImageNet weights expect BGR minus the mean
+        application_frame_model("keras.applications.ResNet50", 3, 32, weights="imagenet")

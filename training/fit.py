@@ -62,6 +62,7 @@ class FitConfig:
     shift_fraction: float = 0.1
     distribute: str = "none"  # [distribute] training.distribute.MODES
     rescale: list | None = None  # --arch PATH: [scale, offset] of a Rescaling put in front
+    weights: str | None = None  # --arch keras.applications.NAME: None (random init) or "imagenet" (downloads)
     extra: dict = field(default_factory=dict)
 
 
@@ -73,9 +74,12 @@ def build_parser() -> ArgumentParser:
     d = FitConfig()
     p.add_argument("--data", default=d.data, help="'embedded' (default: the generated dataset), a UCF101 root, a <class>/<video> folder, or tfds:NAME")
     p.add_argument("--split", type=int, choices=(1, 2, 3), default=d.split, help="UCF101 train/test split")
-    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny, or a pretrained per-frame model to deltafy "
+    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny, a Keras Applications backbone (keras.applications.ResNet50, ...: "
+                   "its ImageNet top replaced by a Dense head), or a pretrained per-frame model to deltafy "
                    "(.keras, or legacy .h5/.hdf5; nested models are flattened, a final softmax removed, gray inputs get gray frames)")
     add_rescale_argument(p)
+    p.add_argument("--weights", choices=("imagenet",), default=None,
+                   help="--arch keras.applications.NAME: start from Keras' ImageNet weights (downloads once; default: random init)")
     p.add_argument("--size", type=positive_int, default=d.size, help="input height and width in pixels")
     p.add_argument("--width", type=positive_float, default=d.width, help="width multiplier (alpha)")
     p.add_argument("--frames", type=positive_int, default=d.frames, help="frames per training clip (T)")
@@ -137,6 +141,10 @@ def arch_is_path(cfg: FitConfig) -> bool:
     return cfg.arch.lower().endswith(MODEL_SUFFIXES)
 
 
+def arch_is_application(cfg: FitConfig) -> bool:
+    return cfg.arch.startswith("keras.applications.")  # deltanet.pretrained.APPLICATIONS_PREFIX (imports Keras)
+
+
 def arch_frame_model(cfg: FitConfig):
     """``--arch PATH``: the pretrained per-frame model, ready for deltafy (``deltanet.pretrained``)."""
     from deltanet.pretrained import load_frame_model, prepare_frame_model
@@ -189,6 +197,7 @@ def build(cfg: FitConfig, class_names: list[str]):
     import keras
 
     import deltanet
+    from deltanet.pretrained import application_frame_model
 
     info = {
         "class_names": list(class_names),
@@ -202,6 +211,10 @@ def build(cfg: FitConfig, class_names: list[str]):
         source = deltanet.load_model(cfg.init)
         frame_model = deltanet.per_frame_model(source)
         info.update(deltanet.model_info(source), class_names=list(class_names))
+        return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
+    if arch_is_application(cfg):
+        frame_model = application_frame_model(cfg.arch, len(class_names), cfg.size, weights=cfg.weights)
+        info.update(arch=cfg.arch, size=cfg.size, weights=cfg.weights)
         return deltanet.clip_classifier(frame_model, baseline=cfg.baseline, info=info, **delta)
     if arch_is_path(cfg):
         frame_model = arch_frame_model(cfg)
@@ -486,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         shift_fraction=args.shift_fraction,
         distribute=args.distribute,  # [distribute]
         rescale=list(args.rescale) if args.rescale else None,
+        weights=args.weights,
     )
     if cfg.data != "embedded" and not cfg.data.startswith("tfds:") and not Path(cfg.data).expanduser().exists():
         # checked before --out, so a bad --data is reported as such even where --out already holds a run
@@ -495,6 +509,16 @@ def main(argv: list[str] | None = None) -> int:
         return fail(parser.prog, f"--init: no such model file: {cfg.init}")
     if cfg.rescale and not arch_is_path(cfg):
         return fail(parser.prog, "--rescale applies to a pretrained --arch PATH only (built-in architectures rescale themselves)")
+    if cfg.weights and not arch_is_application(cfg):
+        return fail(parser.prog, "--weights applies to --arch keras.applications.NAME only")
+    if arch_is_application(cfg):
+        import_tensorflow_quietly()
+        from deltanet.pretrained import check_application
+
+        try:
+            check_application(cfg.arch, cfg.weights)
+        except ValueError as e:
+            return fail(parser.prog, f"--arch: {e}")
     if arch_is_path(cfg) and not Path(cfg.arch).is_file():
         return fail(parser.prog, f"--arch: no such model file: {cfg.arch}")
     try:
