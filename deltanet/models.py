@@ -14,10 +14,15 @@ MOBILENET_V2_LITE_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64,
 # Unit tests only: two blocks, a few milliseconds per step.
 TINY_BLOCKS = ((1, 8, 1, 1), (4, 16, 1, 2))
 
+# ResNet-18's basic-block stages: (channels, blocks, stride of the first block).
+RESNET18_STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))
+
+#: built-in architectures: the frame-model builder and its settings (``build_model(arch=...)``)
 ARCHS = {
     "mobilenet_v2": dict(blocks=MOBILENET_V2_BLOCKS, head=1280),
     "mobilenet_v2_lite": dict(blocks=MOBILENET_V2_LITE_BLOCKS, head=256),
     "tiny": dict(blocks=TINY_BLOCKS, head=32),
+    "resnet18": dict(builder="resnet", stages=RESNET18_STAGES),
 }
 
 CLIP_HEAD = "clip_mean"
@@ -96,6 +101,53 @@ def mobilenet_v2_frame_model(
     return keras.Model(inputs, outputs, name=name)
 
 
+def resnet_frame_model(
+    num_classes: int,
+    *,
+    size: int = 224,
+    width: float = 1.0,
+    stages=RESNET18_STAGES,
+    name: str = "resnet18",
+) -> keras.Model:
+    """A ResNet-style per-frame classifier (He et al. 2016, basic blocks; ResNet-18 by default).
+
+    7x7/2 stem, 3x3/2 max pooling, stages of two-convolution residual blocks (a strided 1x1
+    projection where the shape changes), global average pooling, logits. As in
+    :func:`mobilenet_v2_frame_model`: plain ReLU, the input 0..255 RGB rescaled to [-1, 1] inside,
+    logits out. ``width`` scales every stage's channels.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, received {num_classes}")
+    if size < 32:
+        raise ValueError(f"size must be >= 32, received {size}")
+    bn = dict(momentum=0.9, epsilon=1e-5)
+    inputs = keras.Input((size, size, 3), name="frame")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = keras.layers.Conv2D(_divisible(64 * width), 7, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn", **bn)(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, (c, n, s) in enumerate(stages):
+        channels = _divisible(c * width)
+        for i in range(n):
+            stride = s if i == 0 else 1
+            prefix = f"stage{stage}_block{i}"
+            shortcut = x
+            y = keras.layers.Conv2D(channels, 3, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
+            y = keras.layers.BatchNormalization(name=f"{prefix}_bn1", **bn)(y)
+            y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
+            y = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{prefix}_conv2")(y)
+            y = keras.layers.BatchNormalization(name=f"{prefix}_bn2", **bn)(y)
+            if stride != 1 or x.shape[-1] != channels:
+                shortcut = keras.layers.Conv2D(channels, 1, strides=stride, use_bias=False, name=f"{prefix}_proj")(x)
+                shortcut = keras.layers.BatchNormalization(name=f"{prefix}_proj_bn", **bn)(shortcut)
+            x = keras.layers.Add(name=f"{prefix}_add")([shortcut, y])
+            x = keras.layers.ReLU(name=f"{prefix}_relu2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def clip_classifier(
     frame_model: keras.Model,
     *,
@@ -126,10 +178,12 @@ def build_model(
     info: dict | None = None,
     **delta_options,
 ) -> keras.Model:
-    """Build a clip classifier from one of ``ARCHS`` (``mobilenet_v2``, ``mobilenet_v2_lite``, ``tiny``)."""
+    """Build a clip classifier from one of ``ARCHS`` (``mobilenet_v2``, ``mobilenet_v2_lite``, ``tiny``, ``resnet18``)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    frame = mobilenet_v2_frame_model(num_classes, size=size, width=width, name=arch, **ARCHS[arch])
+    settings = dict(ARCHS[arch])
+    builder = resnet_frame_model if settings.pop("builder", None) == "resnet" else mobilenet_v2_frame_model
+    frame = builder(num_classes, size=size, width=width, name=arch, **settings)
     info = dict(info or {})
     info.update(arch=arch, size=size, width=width)
     return clip_classifier(frame, baseline=baseline, info=info, **delta_options)

@@ -240,3 +240,22 @@ def test_keras_applications_arch_errors():
         application_frame_model("keras.applications.NoSuchNet", 3, 32)
     with pytest.raises(ValueError, match="caffe"):  # ResNet50's ImageNet weights expect BGR minus the mean
         application_frame_model("keras.applications.ResNet50", 3, 32, weights="imagenet")
+
+
+def test_resnet18_arch_macs_and_engine_match_keras():
+    """The built-in ``resnet18`` at 224x224 costs ResNet-18's ~1.8 GMACs (He et al.: 1.8 GFLOPs, i.e. multiply-adds),
+    and a narrow one at 32x32 runs in the engine like Keras."""
+    from deltanet.models import build_model
+    from streaming.convert import to_plan
+
+    full = build_model(10, arch="resnet18", size=224, width=1.0, baseline=True)
+    plan = to_plan(full)
+    macs = sum(plan.dense_macs(s) for s in plan.mac_steps())
+    assert 1.75e9 < macs < 1.9e9, macs
+    clip = build_model(4, arch="resnet18", size=32, width=0.25, threshold=0.02)
+    video = _video(6, 40, 48)
+    frames = np.stack([to_model_input(f, (32, 32, 3)) for f in video])
+    keras_logits = deltanet.frame_logits_model(clip).predict(frames[None].astype(np.float32), verbose=0)[0]
+    engine_logits, _ = DeltaEngine.from_keras(clip).run(video)
+    scale = np.abs(keras_logits).max()
+    np.testing.assert_allclose(engine_logits / scale, keras_logits / scale, atol=1e-4)

@@ -74,7 +74,7 @@ def build_parser() -> ArgumentParser:
     d = FitConfig()
     p.add_argument("--data", default=d.data, help="'embedded' (default: the generated dataset), a UCF101 root, a <class>/<video> folder, or tfds:NAME")
     p.add_argument("--split", type=int, choices=(1, 2, 3), default=d.split, help="UCF101 train/test split")
-    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny, a Keras Applications backbone (keras.applications.ResNet50, ...: "
+    p.add_argument("--arch", default=d.arch, help="mobilenet_v2 | mobilenet_v2_lite | tiny | resnet18 (set --width 1.0 for the standard ResNet-18), a Keras Applications backbone (keras.applications.ResNet50, ...: "
                    "its ImageNet top replaced by a Dense head), or a pretrained per-frame model to deltafy "
                    "(.keras, or legacy .h5/.hdf5; nested models are flattened, a final softmax removed, gray inputs get gray frames)")
     add_rescale_argument(p)
