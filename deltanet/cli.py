@@ -159,7 +159,8 @@ def quiet_stderr_fd():
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and Keras with fd 2 silenced (see ``quiet_stderr_fd``).
+    """Import TensorFlow and Keras with fd 2 silenced (see ``quiet_stderr_fd``); under another Keras
+    backend (``KERAS_BACKEND=jax``) Keras alone, so Keras-only CLIs (fit, distill, calibrate) run there.
 
     An import that fails still raises normally once stderr is restored.
     """
@@ -167,5 +168,6 @@ def import_tensorflow_quietly() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_stderr_fd():
-        import tensorflow  # noqa: F401
-        import keras  # noqa: F401
+        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+            import tensorflow  # noqa: F401
+        import keras  # noqa: F401  (another backend, e.g. KERAS_BACKEND=jax on a machine without TensorFlow: Keras only)
