@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import synthetic
+from training import synthetic, synthetic_render
 from training.synthetic import ALL_CLASSES, generate, make_embedded_dataset, read_manifest, render_action, split_groups
 from training.ucf101 import load_dataset_index, load_ucf101
 from training.video import probe, read_video
@@ -133,13 +133,13 @@ def test_each_class_is_its_motion(name, check):
 def test_direction_is_visible_in_a_single_frame(direction):
     # the trail lies behind the object: a per-frame CNN can see which way it goes
     rng = np.random.default_rng(4)
-    look = synthetic.random_look(rng, 128)
-    factory, style = synthetic._CLASSES[direction]
+    look = synthetic_render.random_look(rng, 128)
+    factory, style = synthetic_render._CLASSES[direction]
     at = factory(rng, 128, look, 32)
-    trail_frames = synthetic._trail_frames(at, style, look, 32)
+    trail_frames = synthetic_render._trail_frames(at, style, look, 32)
     axis, sign = {"MoveLeft": (1, -1), "MoveRight": (1, 1), "MoveUp": (0, -1), "MoveDown": (0, 1)}[direction]
     for t in (0.0, 10.0, 20.0):
-        obj, trail, _ = synthetic._frame_masks(at, style, look, t, 128, trail_frames)
+        obj, trail, _ = synthetic_render._frame_masks(at, style, look, t, 128, trail_frames)
         behind = np.argwhere(trail > 0)[:, axis].mean() - np.argwhere(obj > 0)[:, axis].mean()
         assert sign * behind < -look.radius, (direction, t, behind)
 
