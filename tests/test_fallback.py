@@ -135,3 +135,25 @@ def test_tune_fallback_measures_every_layer_and_leaves_the_engine_alone(plans):
     assert all(v > 0 for v in breakeven.values()), breakeven
     engine.breakeven = breakeven
     assert engine.breakeven == breakeven
+
+
+@pytest.mark.parametrize(("kind", "k", "stride", "padding", "m"), [
+    ("depthwise", 3, 1, "same", 1), ("depthwise", 3, 2, "same", 1), ("depthwise", 3, 2, "valid", 2),
+    ("conv", 3, 2, "same", 5), ("conv", 1, 1, "valid", 7),
+])  # fmt: skip
+def test_dense_kernels_match_the_reference(kind, k, stride, padding, m):
+    """The kernels the fallback (and keyframes, dense mode) run: ``acc = conv(x) + bias``."""
+    from ops.dense import _conv_dense
+    from ops.geometry import conv_geometry
+    from naive import conv2d, depthwise_conv2d
+
+    rng = np.random.default_rng(k * 10 + stride + m)
+    x = rng.normal(size=(9, 11, 6)).astype(np.float32)
+    w = rng.normal(size=(k, k, 6, m)).astype(np.float32)
+    oh, ow, pt, pl = conv_geometry(9, 11, k, k, stride, padding)
+    want = (depthwise_conv2d if kind == "depthwise" else conv2d)(x, w, stride, padding)
+    bias = rng.normal(size=want.shape[2]).astype(np.float32)
+    acc = np.full(want.shape, np.nan, np.float32)
+    col = np.zeros(oh * ow * k * k * 6, np.float32)
+    _conv_dense(x, w, stride, pt, pl, bias, acc, col, kind == "depthwise", kind == "conv" and k == 1)
+    np.testing.assert_allclose(acc, want + bias, rtol=1e-5, atol=1e-5)
