@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=positive_int, default=100, help="frames (default 100)")
     p.add_argument("--threads", type=positive_int, default=2, help="threads for both (default 2)")
     p.add_argument("--block", type=positive_int, default=20, help="frames per interleaved block (default 20)")
-    p.add_argument("--blas-threads", type=positive_int, default=None, help="BLAS threads (default: --threads)")
+    p.add_argument("--blas-threads", type=positive_int, default=1, help="BLAS threads (default 1, what DeltaEngine(threads=) sets)")
     args = p.parse_args(argv)
 
     from deltanet.cli import import_tensorflow_quietly
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     tflite = _tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
     dense = DeltaEngine(plan, mode="dense", threads=args.threads)
     profiled = DeltaEngine(plan, mode="dense", threads=args.threads, profile=True)
-    with threadpool_limits(limits=args.blas_threads or args.threads):
+    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
         for f in clip[:10]:
             dense.step(f), tflite(f), profiled.step(f)
         times = {"dense": [], "tflite": []}

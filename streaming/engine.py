@@ -117,8 +117,9 @@ class DeltaEngine:
         granularity: ``"element"``, ``"pixel"`` (optionally suffixed ``"-parallel"``), or a
             dict layer name -> one of them. Defaults to ``"element"``.
             ``streaming.tuning.tune_granularity`` picks per layer by measurement.
-        threads: numba threads for the parallel kernels (``None``: leave numba's setting;
-            ``1``: serial kernels).
+        threads: numba threads for the parallel kernels (``None``: leave numba's and BLAS's
+            settings; ``1``: serial kernels). Given, it also limits BLAS to one thread,
+            process-wide (``threadpoolctl``), as it sets numba's thread count process-wide.
         keyframe_interval: a dense refresh every this many frames (``None``: only frame 0).
         profile: time every step inside the compiled loop (per-layer and per-phase
             milliseconds in ``FrameStats``; ~30 ns per step); otherwise ``layer_ms`` is NaN.
@@ -171,6 +172,13 @@ class DeltaEngine:
             import numba
 
             numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+            # The threads are numba's: BLAS (the dense kernels' sgemm) runs inside them, single
+            # threaded. OpenBLAS's own workers competing for the same cores stall for
+            # milliseconds per call (measured: a dense frame 2.1 ms with one BLAS thread,
+            # 40 ms with two, on the loaded 2-core machine; scripts/dense_profile.py).
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="blas")
         self.parallel = threads is not None and threads > 1 and ops_config.PARALLEL
         self.input_shape = tuple(plan.input_shape)
         self.info = dict(plan.info)

@@ -73,11 +73,13 @@ def crossover(densities, delta_ns, dense_ns: float) -> float:
 def tune_fallback(engine: DeltaEngine, densities=FALLBACK_DENSITIES, reps: int = 7) -> dict[str, float]:
     """``{mac layer name: break-even delta fraction}`` for ``engine``'s kernel choice and threads.
 
-    Per layer: the median time of its dense kernel and of its chosen delta kernel on synthetic
-    deltas (a random ``d`` of the input pixels active, every channel non-zero, so the element
-    and pixel fractions ``ops.interpreter.delta_fraction`` compares are both ``d``) at each
-    density, then the crossover (``crossover``). Runs on a clone; ``engine`` is not touched.
-    Assign the result with ``engine.breakeven = ...``; re-tune after changing ``granularity``.
+    Per layer: its chosen delta kernel on synthetic deltas (a random ``d`` of the input pixels
+    active, every channel non-zero, so the element and pixel fractions that
+    ``ops.interpreter.delta_fraction`` compares are both ``d``) at each density, its dense
+    kernel timed beside each, then the crossover (``crossover``). Each time is the fastest of
+    ``reps`` runs: the work is deterministic, so anything slower is the machine's load. Runs
+    on a clone; ``engine`` is not touched. Assign the result with ``engine.breakeven = ...``;
+    re-tune after changing ``granularity``.
     """
     scratch = engine.clone(profile=False, worker_stats=False)
     rng = np.random.default_rng(0)
@@ -85,12 +87,12 @@ def tune_fallback(engine: DeltaEngine, densities=FALLBACK_DENSITIES, reps: int =
     for i, m in enumerate(scratch.program.mac_layers):
         hw = m.in_shape[0] * m.in_shape[1]
         scratch.time_mac_layer(i, None, 1)  # warm the caches
-        dense_ns = float(np.median(scratch.time_mac_layer(i, None, reps)))
-        fractions, delta_ns = [], []
+        dense_ns, fractions, delta_ns = math.inf, [], []
         for d in densities:
             n = max(1, min(hw, round(d * hw)))
             active = np.sort(rng.choice(hw, n, replace=False)).astype(np.int32)
             fractions.append(n / hw)
-            delta_ns.append(float(np.median(scratch.time_mac_layer(i, active, reps))))
+            delta_ns.append(float(scratch.time_mac_layer(i, active, reps).min()))
+            dense_ns = min(dense_ns, float(scratch.time_mac_layer(i, None, reps).min()))
         out[m.name] = crossover(fractions, delta_ns, dense_ns)
     return out
