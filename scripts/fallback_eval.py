@@ -54,8 +54,11 @@ def _stats(ms) -> dict:
     return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90))}
 
 
-def evaluate_clip(plan, tflite, frames: np.ndarray, tuning: int, threads: int, block: int) -> dict:
-    """Every contender on ``frames[tuning:]`` after tuning and warming up on ``frames[:tuning]``."""
+def evaluate_clip(plan, tflite, frames: np.ndarray, tuning: int, threads: int, block: int, keras_logits: np.ndarray) -> dict:
+    """Every contender on ``frames[tuning:]`` after tuning and warming up on ``frames[:tuning]``;
+    ``keras_logits``: the Keras delta model's per-frame logits of ``frames[tuning:]`` as one clip."""
+    from streaming.bench import rel_logit_error
+
     from streaming.engine import DeltaEngine
     from streaming.tuning import tune_fallback, tune_granularity
 
@@ -103,7 +106,6 @@ def evaluate_clip(plan, tflite, frames: np.ndarray, tuning: int, threads: int, b
     on_stats = stats["fallback"][later]
     fell = np.array([s.fallback_layers for s in on_stats])
     a, b = np.stack(logits["fallback"]), np.stack(logits["no_fallback"])
-    ref_scale = np.maximum(np.abs(b).max(axis=1), 1e-12)
 
     def paired(x, y):
         return float(np.median(np.asarray(blocks[x]) / np.asarray(blocks[y])))
@@ -125,8 +127,11 @@ def evaluate_clip(plan, tflite, frames: np.ndarray, tuning: int, threads: int, b
         "frames_with_fallback": int(fell.any(axis=1).sum()),
         "fallback_layer_frames": int(fell.sum()),
         "layers": len(on.layer_names),
-        "max_rel_logit_diff_fallback_vs_not": float((np.abs(a - b).max(axis=1) / ref_scale).max()),
+        "max_rel_logit_diff_fallback_vs_not": float(rel_logit_error(a, b).max()),
         "top1_agreement_fallback_vs_not": float(np.mean(a.argmax(1) == b.argmax(1))),
+        "vs_keras": {k: {"max_rel_logit_error": float(rel_logit_error(v, keras_logits).max()),
+                         "top1_agreement": float(np.mean(v.argmax(1) == keras_logits.argmax(1)))}
+                     for k, v in (("fallback", a), ("no_fallback", b))},  # fmt: skip
     }
 
 
@@ -141,6 +146,14 @@ def format_table(results: dict) -> str:
                     f"{r['frames_with_fallback']} ({r['fallback_layer_frames']}) | " + " | ".join(cell) + " | "
                     f"{sp['fallback_vs_tflite']:.2f}x | {sp['no_fallback_vs_tflite']:.2f}x | {sp['fallback_vs_no_fallback']:.2f}x | "
                     f"{sp['dense_engine_vs_tflite']:.2f}x |")  # fmt: skip
+    rows += ["", "| clip | vs Keras: max rel. logit error / top-1 agreement: fallback on | fallback off | float32 floor (XLA vs TF) "
+             "| on vs off: max rel. logit difference / top-1 agreement |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for clip, r in results["clips"].items():
+        k, f = r["vs_keras"], r["float32_floor"]
+        rows.append(f"| {clip} | {k['fallback']['max_rel_logit_error']:.2e} / {k['fallback']['top1_agreement']:.3f} | "
+                    f"{k['no_fallback']['max_rel_logit_error']:.2e} / {k['no_fallback']['top1_agreement']:.3f} | "
+                    f"{f['max_rel_logit_error']:.2e} / {f['top1_agreement']:.3f} | "
+                    f"{r['max_rel_logit_diff_fallback_vs_not']:.2e} / {r['top1_agreement_fallback_vs_not']:.3f} |")  # fmt: skip
     m = results["machine"]
     head = (f"Measured {results['date']} on {m['host']} ({m['cpus']} CPUs), load average {m['load_before'][0]:.1f} before / "
             f"{m['load_after'][0]:.1f} after{' -- LOADED: read ratios only, re-run on a quiet machine' if m['loaded'] else ''}; "
@@ -188,12 +201,13 @@ def main(argv=None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         import deltanet
-        from streaming.bench import _read_frames, _tflite_runner
+        from streaming.bench import _read_frames, _tflite_runner, float32_floor
         from streaming.convert import to_plan
 
         clip_model = deltanet.load_model(args.model)
         plan = to_plan(clip_model)
         tflite = _tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
+        frames_model = deltanet.frame_logits_model(clip_model)
         load_before = os.getloadavg()
         results = {"model": args.model, "threads": args.threads, "block": args.block, "clips": {},
                    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -203,7 +217,9 @@ def main(argv=None) -> int:
             if len(frames) <= args.tuning_frames + 1:
                 raise CliError(f"{name}: {len(frames)} frames, need more than --tuning-frames + 1")
             log(f"{name}: {len(frames)} frames ({args.tuning_frames} for tuning)")
-            r = evaluate_clip(plan, tflite, frames, args.tuning_frames, args.threads, args.block)
+            keras_logits, floor = float32_floor(frames_model, frames[args.tuning_frames :])
+            r = evaluate_clip(plan, tflite, frames, args.tuning_frames, args.threads, args.block, keras_logits)
+            r["float32_floor"] = floor
             r["camera"] = camera
             results["clips"][name] = r
             log(f"  fallback {r['ms_per_frame']['fallback']['median']:.2f} ms, off {r['ms_per_frame']['no_fallback']['median']:.2f} ms, "
