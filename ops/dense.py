@@ -31,15 +31,20 @@ def _im2col(x, kh, kw, stride, pad_top, pad_left, out_h, out_w, col):
 
 
 @njit_mac
-def _depthwise_dense(x, w, stride, pad_top, pad_left, out):
-    """Dense DepthwiseConv2D of one HWC frame into ``out`` (Ho, Wo, C*M), no bias."""
+def _depthwise_dense(x, w, stride, pad_top, pad_left, bias, out):
+    """Dense DepthwiseConv2D of one HWC frame into ``out`` (Ho, Wo, C*M), bias included.
+
+    Each output pixel starts at the bias and takes one pass over its channels per tap in
+    range, the channel loop innermost (contiguous in ``x``, ``w`` and ``out``: it vectorizes).
+    A multiplier ``M > 1`` (rare) spreads each input channel over ``M`` outputs."""
     in_h, in_w, c = x.shape
     kh, kw, _, m = w.shape
-    out_h, out_w, _ = out.shape
+    out_h, out_w, cm = out.shape
+    w2 = w.reshape((kh, kw, cm))
     for oy in range(out_h):
         for ox in range(out_w):
-            for k in range(c * m):
-                out[oy, ox, k] = 0.0
+            for k in range(cm):
+                out[oy, ox, k] = bias[k]
             for ky in range(kh):
                 iy = oy * stride + ky - pad_top
                 if iy < 0 or iy >= in_h:
@@ -48,10 +53,14 @@ def _depthwise_dense(x, w, stride, pad_top, pad_left, out):
                     ix = ox * stride + kx - pad_left
                     if ix < 0 or ix >= in_w:
                         continue
-                    for ci in range(c):
-                        v = x[iy, ix, ci]
-                        for j in range(m):
-                            out[oy, ox, ci * m + j] += v * w[ky, kx, ci, j]
+                    if m == 1:
+                        for k in range(c):
+                            out[oy, ox, k] += x[iy, ix, k] * w2[ky, kx, k]
+                    else:
+                        for ci in range(c):
+                            v = x[iy, ix, ci]
+                            for j in range(m):
+                                out[oy, ox, ci * m + j] += v * w2[ky, kx, ci * m + j]
 
 
 @njit_exact
@@ -63,8 +72,9 @@ def _conv_dense(x, w, stride, pad_top, pad_left, bias, acc, col, depthwise, poin
     kh, kw, cin, cout = w.shape
     acc2 = acc.reshape((oh * ow, oc))
     if depthwise:
-        _depthwise_dense(x, w, stride, pad_top, pad_left, acc)
-    elif pointwise:
+        _depthwise_dense(x, w, stride, pad_top, pad_left, bias, acc)
+        return
+    if pointwise:
         _matmul(x.reshape((oh * ow, cin)), w.reshape((cin, cout)), acc2)
     else:
         cols = col[: oh * ow * kh * kw * cin].reshape((oh * ow, kh * kw * cin))

@@ -33,6 +33,8 @@ Per stream and frame: ``lst[t]``/``nlst[t]``: where tensor ``t``'s changed-pixel
 
 from __future__ import annotations
 
+import numpy as np
+
 from ops.clock import now_ns
 from ops.config import njit_exact
 from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_pix, _conv2d_pix_par
@@ -54,6 +56,7 @@ from ops.elementwise import (
 from ops.encode import _encode_quantize_rows, _encode_threshold_rows
 from ops.pointwise import _pointwise_elem, _pointwise_elem_par, _pointwise_pix, _pointwise_pix_par
 from ops.region import _encode_threshold_rows_scaled
+from ops.touch import _conv2d_touch
 
 # opcodes
 OP_INPUT, OP_ENCODE, OP_MAC, OP_ACTIVATION, OP_AFFINE, OP_MERGE, OP_CONCAT, OP_PAD, OP_POOL, OP_GLOBAL_POOL, OP_FLATTEN = range(11)
@@ -130,6 +133,73 @@ def _mac_sparse(kind, choice, act, na, rows, aw, w4, stride, pt, pl, acc, touche
 
 
 @njit_exact(inline="always")
+def delta_fraction(steps, kernels, s, n_active, pixels, nnz):
+    """How dense MAC step ``s``'s input delta is, in the unit its delta kernel's cost grows with:
+    active pixels / pixels for the pixel-wise and depthwise kernels, non-zero elements / input
+    elements for the element-wise ones (``streaming.tuning.tune_fallback`` measures the
+    break-even in the same unit)."""
+    choice = kernels[steps[s, A0 + 11]]
+    if steps[s, A0] == MAC_DEPTHWISE or choice == KERNEL_PIXEL or choice == KERNEL_PIXEL_PARALLEL:
+        return n_active / pixels
+    return nnz / steps[s, A0 + 13]
+
+
+@njit_exact
+def _mac_step(steps, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, a, choice, la, na, run_dense, every_pixel):
+    """MAC step ``s`` (input tensor ``a``) on the changed pixels ``la[:na]``; returns ``(n_listed, macs)``.
+
+    Sparse (``run_dense`` false): the chosen delta kernel adds ``conv(delta)`` to the
+    accumulator and lists the outputs it touched. Dense: ``acc = conv(x) + bias`` from the
+    input's current value ``x`` -- the encoder's reference, i.e. the sum of every delta it
+    transmitted, so ``acc`` is what the delta kernel would hold, in another summation order.
+    A keyframe (``every_pixel``) lists every output; a fallback in a delta frame lists the
+    outputs the delta kernel would have touched (elsewhere ``acc`` is unchanged up to float32
+    rounding, and the steps downstream need not look at them).
+    """
+    kind = steps[s, A0]
+    o = steps[s, F_OUT]
+    oh, ow, oc = tensors[o, T_H], tensors[o, T_W], tensors[o, T_C]
+    ah, aw, ac = tensors[a, T_H], tensors[a, T_W], tensors[a, T_C]
+    kh, kw, cin, cout = steps[s, A0 + 3], steps[s, A0 + 4], steps[s, A0 + 5], steps[s, A0 + 6]
+    w4 = wbuf[steps[s, A0 + 1] : steps[s, A0 + 1] + kh * kw * cin * cout].reshape((kh, kw, cin, cout))
+    stride, pt, pl = steps[s, A0 + 7], steps[s, A0 + 8], steps[s, A0 + 9]
+    acc = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc).reshape((oh, ow, oc))
+    touched = _vec(ibuf, tensors[o, T_PIX], oh * ow)
+    mark = _vec(ubuf, scratch[X_MARK], oh * ow)
+    if run_dense:
+        x = _mat(fbuf, tensors[a, T_VAL], ah * aw, ac).reshape((ah, aw, ac))
+        _conv_dense(x, w4, stride, pt, pl, _vec(wbuf, steps[s, A0 + 2], oc), acc, fbuf[scratch[X_COL] :],
+                    kind == MAC_DEPTHWISE, kind == MAC_POINTWISE)  # fmt: skip
+        if every_pixel:
+            return oh * ow, steps[s, A0 + 12]
+        if kind == MAC_POINTWISE:
+            touched[:na] = la[:na]
+            return na, steps[s, A0 + 12]
+        n_t, _pairs = _conv2d_touch(la, na, aw, kh, kw, stride, pt, pl, oh, ow, touched, mark)
+        return n_t, steps[s, A0 + 12]
+    rows = _mat(fbuf, steps[steps[s, A0 + 10], A0 + 2], ah * aw, ac)
+    nzbuf = _mat(ibuf, scratch[X_NZ], scratch[X_NZ_ROWS], cin)
+    gather = _mat(fbuf, scratch[X_GATHER], ah * aw, cin)
+    prod = _mat(fbuf, scratch[X_PROD], ah * aw, oc)
+    return _mac_sparse(kind, choice, la, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf, gather, prod)
+
+
+@njit_exact
+def time_mac_step(steps, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, choice, na, run_dense, reps):
+    """Nanoseconds of ``reps`` runs of MAC step ``s`` (``streaming.tuning.tune_fallback``) on
+    the delta already in the buffers: its input tensor's list ``[:na]`` and its encoder's
+    rows. Each run adds into the accumulator: use a scratch engine's buffers."""
+    a = inputs[steps[s, F_IN0]]
+    la = _vec(ibuf, tensors[a, T_PIX], tensors[a, T_H] * tensors[a, T_W])
+    out = np.empty(reps, np.int64)
+    for r in range(reps):
+        t0 = now_ns()
+        _mac_step(steps, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, a, choice, la, na, run_dense, False)
+        out[r] = now_ns() - t0
+    return out
+
+
+@njit_exact(inline="always")
 def _unchanged(steps, inputs, nlst, s):
     """Whether no input of step ``s`` lists a changed pixel."""
     first = steps[s, F_IN0]
@@ -141,10 +211,12 @@ def _unchanged(steps, inputs, nlst, s):
 
 @njit_exact
 def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, frame, kernels,
-              lst, nlst, enc_nnz, nnz, macs, ns, dense, scaled, profile):  # fmt: skip
+              lst, nlst, enc_nnz, nnz, macs, ran_dense, ns, fallback_at, dense, scaled, profile):  # fmt: skip
     """Run one frame (``frame``: uint8 ``(H, W, C)``, C-contiguous) through every step.
 
-    ``dense``: recompute every MAC layer from its input (a keyframe, or dense mode);
+    ``dense``: recompute every MAC layer from its input (a keyframe, or dense mode); in a
+    delta frame, MAC layer ``i`` runs its dense kernel instead when its delta fraction
+    (:func:`delta_fraction`) is ``>= fallback_at[i]`` (``ran_dense[i]`` says whether it did);
     ``scaled``: threshold encoders use their region scale; ``profile``: fill ``ns[s]`` with
     each step's nanoseconds. Returns -1, or the index of the step whose encoder met
     non-finite values (the stream's state is then broken: reset it).
@@ -152,7 +224,6 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
     iota = scratch[X_IOTA]
     h0, w0, c0 = frame.shape
     frame2 = frame.reshape((h0 * w0, c0))
-    nz_rows = scratch[X_NZ_ROWS]
     t0 = now_ns() if profile else 0
     for s in range(steps.shape[0]):
         op = steps[s, F_OP]
@@ -168,6 +239,7 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
             elif op == OP_MAC:
                 nnz[steps[s, A0 + 11]] = 0
                 macs[steps[s, A0 + 11]] = 0
+                ran_dense[steps[s, A0 + 11]] = 0
         elif op == OP_INPUT:
             out2 = _mat(fbuf, tensors[o, T_VAL], oh * ow, oc)
             prev = _mat(ubuf, steps[s, A0 + 2], oh * ow, oc)
@@ -205,32 +277,16 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
                     lst[o] = opix
                     nlst[o] = n
             elif op == OP_MAC:
-                kind = steps[s, A0]
-                kh, kw, cin, cout = steps[s, A0 + 3], steps[s, A0 + 4], steps[s, A0 + 5], steps[s, A0 + 6]
-                w4 = wbuf[steps[s, A0 + 1] : steps[s, A0 + 1] + kh * kw * cin * cout].reshape((kh, kw, cin, cout))
-                stride, pt, pl = steps[s, A0 + 7], steps[s, A0 + 8], steps[s, A0 + 9]
-                enc = steps[s, A0 + 10]
                 mi = steps[s, A0 + 11]
-                acc = out2.reshape((oh, ow, oc))
+                enc = steps[s, A0 + 10]
                 nnz[mi] = steps[s, A0 + 13] if enc_nnz[enc] < 0 else enc_nnz[enc]
-                if dense:
-                    bias = _vec(wbuf, steps[s, A0 + 2], oc)
-                    _conv_dense(a2.reshape((ah, aw, ac)), w4, stride, pt, pl, bias, acc, fbuf[scratch[X_COL] :],
-                                kind == MAC_DEPTHWISE, kind == MAC_POINTWISE)  # fmt: skip
-                    lst[o] = iota
-                    nlst[o] = oh * ow
-                    macs[mi] = steps[s, A0 + 12]
-                else:
-                    rows = _mat(fbuf, steps[enc, A0 + 2], ah * aw, ac)
-                    nzbuf = _mat(ibuf, scratch[X_NZ], nz_rows, cin)
-                    gather = _mat(fbuf, scratch[X_GATHER], ah * aw, cin)
-                    prod = _mat(fbuf, scratch[X_PROD], ah * aw, oc)
-                    mark = _vec(ubuf, scratch[X_MARK], oh * ow)
-                    nt, m = _mac_sparse(kind, kernels[mi], la, na, rows, aw, w4, stride, pt, pl, acc,
-                                        _vec(ibuf, opix, oh * ow), mark, nzbuf, gather, prod)  # fmt: skip
-                    lst[o] = opix
-                    nlst[o] = nt
-                    macs[mi] = m
+                # a dense frame, or a delta so dense that this layer's dense kernel is faster
+                run_dense = dense or delta_fraction(steps, kernels, s, na, ah * aw, nnz[mi]) >= fallback_at[mi]
+                nt, m = _mac_step(steps, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, a, kernels[mi], la, na, run_dense, dense)
+                lst[o] = iota if dense else opix
+                nlst[o] = nt
+                macs[mi] = m
+                ran_dense[mi] = run_dense
             elif op == OP_ACTIVATION:
                 n = oh * ow if dense else na
                 pix = _vec(ibuf, iota, n) if dense else la

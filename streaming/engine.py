@@ -16,6 +16,9 @@ is one call of the compiled interpreter ``ops.interpreter.run_frame``:
   ``mode="dense"``) recompute each MAC layer from its input's current value (im2col + BLAS),
   which also removes any floating-point drift accumulated by the sparse updates. ``mode="dense"``
   makes the delta layers identities: the dense per-frame network TFLite would run;
+* **dense fallback** (``fallback=True``, the default): in a delta frame, a MAC layer whose
+  delta is denser than its measured break-even (``streaming.tuning.tune_fallback``) runs its
+  dense kernel instead, from the same input; its state stays what the delta kernel would hold;
 * **profiled frames** (``profile=True``): the same loop, timing each step inside it.
 
 Region priors (``set_region``), keyframes and the per-layer kernel choice are per-frame
@@ -64,6 +67,9 @@ class FrameStats:
     # the engine's per-MAC-layer constants (shared, not copied): dense MACs and input elements
     dense_macs: np.ndarray | None = None
     input_elements: np.ndarray | None = None
+    # per MAC layer: in this delta frame its delta reached its break-even and it ran its dense
+    # kernel instead (the dense fallback; all False in dense frames, which run every layer dense)
+    fallback_layers: np.ndarray | None = None
 
     @property
     def worker_imbalance(self) -> np.ndarray | None:
@@ -111,14 +117,23 @@ class DeltaEngine:
         granularity: ``"element"``, ``"pixel"`` (optionally suffixed ``"-parallel"``), or a
             dict layer name -> one of them. Defaults to ``"element"``.
             ``streaming.tuning.tune_granularity`` picks per layer by measurement.
-        threads: numba threads for the parallel kernels (``None``: leave numba's setting;
-            ``1``: serial kernels).
+        threads: numba threads for the parallel kernels (``None``: leave numba's and BLAS's
+            settings; ``1``: serial kernels). Given, it also limits BLAS to one thread,
+            process-wide (``threadpoolctl``), as it sets numba's thread count process-wide.
         keyframe_interval: a dense refresh every this many frames (``None``: only frame 0).
         profile: time every step inside the compiled loop (per-layer and per-phase
             milliseconds in ``FrameStats``; ~30 ns per step); otherwise ``layer_ms`` is NaN.
         worker_stats: also report, for every delta frame, how the parallel kernels would
             share each MAC layer's non-zero deltas among ``threads`` workers
             (``FrameStats.worker_max`` / ``worker_mean``); costs Python time per frame.
+        fallback: in a delta frame, run a MAC layer's dense kernel instead of its delta kernel
+            when its delta is at least as dense as its break-even (``breakeven``), so a scene
+            cut or a camera pan costs about a dense frame, not more. Defaults to True.
+        breakeven: ``{MAC layer name: delta fraction}`` at and above which that layer falls
+            back (``ops.interpreter.delta_fraction``: non-zero elements for element-wise
+            kernels, active pixels for pixel-wise and depthwise ones). Measure it with
+            ``streaming.tuning.tune_fallback`` for the engine's kernel choice; a layer not
+            listed falls back only when its whole input changed (1.0), where dense is never slower.
 
     Region-weighted thresholds (``set_region``): threshold-mode encoders can use a spatially
     varying threshold ``theta[c] / (1 + lam * P(x, y))`` with ``P`` a prior in ``[0, 1]``: a
@@ -138,6 +153,8 @@ class DeltaEngine:
         keyframe_interval: int | None = None,
         profile: bool = False,
         worker_stats: bool = False,
+        fallback: bool = True,
+        breakeven: dict | None = None,
         _weights: Weights | None = None,
     ):
         if mode not in ("delta", "dense"):
@@ -155,6 +172,13 @@ class DeltaEngine:
             import numba
 
             numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+            # The threads are numba's: BLAS (the dense kernels' sgemm) runs inside them, single
+            # threaded. OpenBLAS's own workers competing for the same cores stall for
+            # milliseconds per call (measured: a dense frame 2.1 ms with one BLAS thread,
+            # 40 ms with two, on the loaded 2-core machine; scripts/dense_profile.py).
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="blas")
         self.parallel = threads is not None and threads > 1 and ops_config.PARALLEL
         self.input_shape = tuple(plan.input_shape)
         self.info = dict(plan.info)
@@ -166,6 +190,9 @@ class DeltaEngine:
         self.input_elements = np.array([m.input_elements for m in layers], np.int64)
         self._kernels = np.zeros(len(layers), np.int64)
         self.granularity = granularity
+        self.fallback = bool(fallback)
+        self._fallback_at = np.ones(len(layers), np.float64)
+        self.breakeven = breakeven or {}
         self._region = None  # None, "static" or "motion"
         self._region_lam = 0.0
         self._region_gain = 1.0
@@ -179,6 +206,8 @@ class DeltaEngine:
         self._enc_nnz = np.zeros(n_s, np.int64)
         self._nnz = np.zeros(n_m, np.int64)
         self._macs = np.zeros(n_m, np.int64)
+        self._ran_dense = np.zeros(n_m, np.bool_)
+        self._never = np.full(n_m, np.inf)
         self._ns = np.zeros(n_s, np.int64)
         timed = p.step_layer >= 0
         self._timed_steps, self._timed_layers = np.flatnonzero(timed), p.step_layer[timed]
@@ -204,10 +233,11 @@ class DeltaEngine:
         """A new engine (its own stream state) sharing this one's plan and packed weights.
 
         Every setting is kept (mode, kernel choice, threads, keyframes, profiling, worker
-        statistics) unless overridden; the region prior is not (call ``set_region`` again).
+        statistics, dense fallback and break-evens) unless overridden; the region prior is not (call ``set_region`` again).
         """
         kwargs = dict(mode=self.mode, granularity=self.granularity, threads=self.threads, keyframe_interval=self.keyframe_interval,
-                      profile=self.profile, worker_stats=self.worker_stats)  # fmt: skip
+                      profile=self.profile, worker_stats=self.worker_stats, fallback=self.fallback,
+                      breakeven=self.breakeven)  # fmt: skip
         kwargs.update(overrides)
         return DeltaEngine(self.plan, _weights=self.program.weights, **kwargs)
 
@@ -233,6 +263,24 @@ class DeltaEngine:
             if not self.parallel:
                 choice = choice.split("-")[0]
             self._kernels[i] = _KERNEL_CODE[choice]
+
+    @property
+    def breakeven(self) -> dict[str, float]:
+        """Per MAC layer, the delta fraction at and above which it runs dense (``inf``: never);
+        assignable (a dict of some layers: the others keep theirs), takes effect at the next frame."""
+        return dict(zip(self.layer_names, self._fallback_at.tolist()))
+
+    @breakeven.setter
+    def breakeven(self, breakeven: dict) -> None:
+        unknown = set(breakeven) - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"breakeven names unknown MAC layers: {sorted(unknown)}")
+        values = {n: float(v) for n, v in breakeven.items()}
+        bad = {n: v for n, v in values.items() if not v > 0}
+        if bad:
+            raise ValueError(f"breakeven fractions must be > 0 (inf: never fall back), got {bad}")
+        for i, n in enumerate(self.layer_names):
+            self._fallback_at[i] = values.get(n, self._fallback_at[i])
 
     # --- running ---------------------------------------------------------------------------
 
@@ -263,8 +311,8 @@ class DeltaEngine:
         p = self.program
         start = time.perf_counter()
         bad = run_frame(p.steps, p.params, p.inputs, p.tensors, p.scratch, p.weights.wbuf, self._fbuf, self._ibuf, self._ubuf,
-                        frame, self._kernels, self._lst, self._nlst, self._enc_nnz, self._nnz, self._macs, self._ns, dense,
-                        self._scaled, self.profile)  # fmt: skip
+                        frame, self._kernels, self._lst, self._nlst, self._enc_nnz, self._nnz, self._macs, self._ran_dense,
+                        self._ns, self._fallback_at if self.fallback else self._never, dense, self._scaled, self.profile)  # fmt: skip
         total = (time.perf_counter() - start) * 1e3
         if bad >= 0:
             raise ValueError(f"non-finite activations entering {p.step_names[bad]!r}: the model or the frame is broken "
@@ -278,7 +326,7 @@ class DeltaEngine:
             layer_ms = np.full(len(self.layer_names), np.nan)
             phase = {}
         stats = FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), layer_ms, total, phase,
-                           dense_macs=self.dense_macs, input_elements=self.input_elements)  # fmt: skip
+                           dense_macs=self.dense_macs, input_elements=self.input_elements, fallback_layers=self._ran_dense & (not dense))  # fmt: skip
         if self.worker_stats and not dense:
             from streaming.workers import engine_frame_loads
 
@@ -305,6 +353,31 @@ class DeltaEngine:
         for f in (base, moved, base):
             self.step(f)
         self.reset()
+
+    def time_mac_layer(self, layer: int, active: np.ndarray | None, reps: int = 5, seed: int = 0) -> np.ndarray:
+        """Nanoseconds of ``reps`` runs of MAC layer ``layer`` alone (``streaming.tuning.tune_fallback``).
+
+        ``active``: ascending flat input pixels of a synthetic delta (every channel non-zero)
+        for the layer's chosen delta kernel, or ``None`` for its dense kernel. The runs write
+        the layer's buffers: the engine's stream starts again (``reset``) afterwards.
+        """
+        m = self.program.mac_layers[layer]
+        if m.rows_offset < 0:
+            raise ValueError("dense mode has no delta kernels to time")
+        hw, cin = m.in_shape[0] * m.in_shape[1], m.in_shape[2]
+        n = hw if active is None else len(active)
+        if active is not None:
+            pix = self.program.tensors[m.source, ip.T_PIX]
+            self._ibuf[pix : pix + n] = active
+            rng = np.random.default_rng(seed)
+            rows = self._fbuf[m.rows_offset : m.rows_offset + hw * cin].reshape(hw, cin)
+            rows[:n] = rng.uniform(0.5, 1.5, (n, cin)) * rng.choice(np.float32([-1, 1]), (n, cin))
+        p = self.program
+        try:
+            return ip.time_mac_step(p.steps, p.inputs, p.tensors, p.scratch, p.weights.wbuf, self._fbuf, self._ibuf, self._ubuf,
+                                    m.step, self._kernels[layer], n, active is None, int(reps))  # fmt: skip
+        finally:
+            self.reset()
 
     # --- what Python reads back ------------------------------------------------------------
 

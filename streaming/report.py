@@ -19,9 +19,11 @@ stays bounded however long the stream (an hour of video included):
     only; ``null`` for a bundle, with a note), and ``layers``: per MAC layer ``name``,
     ``type``, ``macs_dense``, ``temporal_density`` (non-zero input deltas / input elements),
     ``mac_density`` (temporal density of the deltas it received), ``executed_mac_density`` -- both means over the frames after the first --
-    and ``ms`` (median time of the layer, its encoder included, frames after the first, from a
+    ``ms`` (median time of the layer, its encoder included, frames after the first, from a
     second, profiled delta pass that times every step from Python: the layers' ms add up to
-    more than the fast path's frame time).
+    more than the fast path's frame time) and ``fallback_frames`` (delta frames in which the
+    layer ran its dense kernel: ``DeltaEngine``'s dense fallback); ``frames_with_fallback``:
+    delta frames in which any layer did.
 ``frames.csv``
     One row per (model, frame): ``model, frame, keyframe, mac_density, executed_macs,
     dense_macs, latency_ms`` (the delta engine's step time), ``dense_ms`` (the dense
@@ -76,6 +78,7 @@ class ModelRun:
     executed: np.ndarray = None
     nonzero: np.ndarray = None
     layer_ms: np.ndarray = None
+    fallback: np.ndarray = None   # per frame x MAC layer: ran its dense kernel in a delta frame
     logits: np.ndarray = None
     reference: np.ndarray | None = None   # the Keras model's per-frame logits
     _blocks: list = field(default_factory=list)
@@ -86,7 +89,7 @@ class ModelRun:
 
     def finish(self) -> None:
         """Stack the blocks into the per-frame arrays."""
-        names = ("index", "keyframe", "total_ms", "dense_ms", "executed", "nonzero", "layer_ms", "logits", "reference")
+        names = ("index", "keyframe", "total_ms", "dense_ms", "executed", "nonzero", "layer_ms", "fallback", "logits", "reference")
         for i, name in enumerate(names):
             parts = [b[i] for b in self._blocks]
             setattr(self, name, None if parts[0] is None else np.concatenate(parts))
@@ -175,7 +178,8 @@ def _run_block(run: ModelRun, raw: list, bar) -> None:
         np.array([s.index for s in stats], np.int64), np.array([s.keyframe for s in stats], bool),
         np.array([s.total_ms for s in stats]), np.array(dense_ms),
         np.stack([s.executed_macs for s in stats]).astype(np.int64), np.stack([s.nonzero_deltas for s in stats]).astype(np.int64),
-        np.stack(layer_ms).astype(np.float32), np.stack(logits).astype(np.float32), reference,
+        np.stack(layer_ms).astype(np.float32), np.stack([s.fallback_layers for s in stats]), np.stack(logits).astype(np.float32),
+        reference,
     ))
 
 
@@ -222,6 +226,7 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
             "executed_mac_density": float(executed[:, i].mean() / dense_macs[i]),
             "executed_macs": float(executed[:, i].mean()),
             "ms": float(np.median(run.layer_ms[later, i])),
+            "fallback_frames": int(run.fallback[later, i].sum()),
         })
     out = {
         "model": run.path,
@@ -231,6 +236,7 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
         "input_shape": list(e.input_shape),
         "frames": run.frames,
         "keyframes": int(run.keyframe.sum()),
+        "frames_with_fallback": int(run.fallback[later].any(axis=1).sum()),
         "mac_density": mac_density,
         "executed_mac_density": executed_density,
         "theoretical_speedup": density.theoretical_speedup(mac_density),

@@ -47,10 +47,10 @@ def summary_table(summaries: list[dict]) -> list[list[str]]:
 
 
 def layer_table(summary: dict) -> list[list[str]]:
-    rows = [["layer", "type", "dense MACs", "temporal density", "MAC density", "ms (median)"]]
+    rows = [["layer", "type", "dense MACs", "temporal density", "MAC density", "ms (median)", "dense fallback (frames)"]]
     for lay in summary["layers"]:
         rows.append([lay["name"], lay["type"], f"{lay['macs_dense']:,d}", f"{lay['temporal_density']:.4f}",
-                     f"{lay['mac_density']:.4f}", f"{lay['ms']:.4f}"])
+                     f"{lay['mac_density']:.4f}", f"{lay['ms']:.4f}", str(lay.get("fallback_frames", "n/a"))])
     return rows
 
 

@@ -1,15 +1,21 @@
-"""Choosing the delta MAC kernel per layer by measurement (the issue's "from measured density").
+"""Choosing, by measurement, the delta MAC kernel per layer and when a layer falls back to dense.
 
 Element-wise scatter wins when few channels of an active pixel changed; pixel-wise gather +
 dense product wins when active pixels change in most channels. Which one holds depends on
 the layer and the video, so it is measured: run the same frames with each kernel choice and
 keep, for each MAC layer, the fastest median time (its encoder included). The kernel choice
 is a per-frame parameter of the interpreter, so one profiled engine measures every choice.
+
+The dense fallback's break-even (``DeltaEngine(..., breakeven=)``) is measured per layer too,
+on synthetic deltas rather than frames (a clip rarely spans the densities needed): the
+layer's chosen delta kernel at several densities against its dense kernel.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+import math
 
 from streaming.engine import GRANULARITIES, KERNEL_CHOICES, DeltaEngine
 from streaming.plan import Plan
@@ -46,3 +52,47 @@ def tune_granularity(plan: Plan, frames: np.ndarray, threads: int | None = None)
     engine = DeltaEngine(plan, threads=threads, profile=True)
     times = {g: measure_layer_ms(engine, frames, g) for g in choices}
     return {n: min(choices, key=lambda g: times[g][i]) for i, n in enumerate(engine.layer_names)}
+
+
+#: delta fractions at which ``tune_fallback`` times each layer's delta kernel
+FALLBACK_DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
+
+
+def crossover(densities, delta_ns, dense_ns: float) -> float:
+    """The delta fraction at which the delta kernel's time (``delta_ns`` at ``densities``,
+    ascending) first reaches ``dense_ns``, linearly interpolated; ``inf`` if it never does
+    (and, below the first density, assuming time proportional to density)."""
+    prev_d, prev_t = 0.0, 0.0
+    for d, t in zip(densities, delta_ns):
+        if t >= dense_ns:
+            return prev_d + (d - prev_d) * (dense_ns - prev_t) / (t - prev_t)
+        prev_d, prev_t = d, t
+    return math.inf
+
+
+def tune_fallback(engine: DeltaEngine, densities=FALLBACK_DENSITIES, reps: int = 7) -> dict[str, float]:
+    """``{mac layer name: break-even delta fraction}`` for ``engine``'s kernel choice and threads.
+
+    Per layer: its chosen delta kernel on synthetic deltas (a random ``d`` of the input pixels
+    active, every channel non-zero, so the element and pixel fractions that
+    ``ops.interpreter.delta_fraction`` compares are both ``d``) at each density, its dense
+    kernel timed beside each, then the crossover (``crossover``). Each time is the fastest of
+    ``reps`` runs: the work is deterministic, so anything slower is the machine's load. Runs
+    on a clone; ``engine`` is not touched. Assign the result with ``engine.breakeven = ...``;
+    re-tune after changing ``granularity``.
+    """
+    scratch = engine.clone(profile=False, worker_stats=False)
+    rng = np.random.default_rng(0)
+    out = {}
+    for i, m in enumerate(scratch.program.mac_layers):
+        hw = m.in_shape[0] * m.in_shape[1]
+        scratch.time_mac_layer(i, None, 1)  # warm the caches
+        dense_ns, fractions, delta_ns = math.inf, [], []
+        for d in densities:
+            n = max(1, min(hw, round(d * hw)))
+            active = np.sort(rng.choice(hw, n, replace=False)).astype(np.int32)
+            fractions.append(n / hw)
+            delta_ns.append(float(scratch.time_mac_layer(i, active, reps).min()))
+            dense_ns = min(dense_ns, float(scratch.time_mac_layer(i, None, reps).min()))
+        out[m.name] = crossover(fractions, delta_ns, dense_ns)
+    return out

@@ -130,6 +130,9 @@ def test_report_run_single_model_in_process(assets, tmp_path):
     assert "compare" not in rep and rep["frames"] == 6 and rep["kind"] == "keras"
     saved = json.loads((tmp_path / "r" / "report.json").read_text())
     assert saved["mac_density"] == rep["mac_density"]
+    fell = [lay["fallback_frames"] for lay in saved["layers"]]
+    assert all(0 <= n <= 5 for n in fell) and saved["frames_with_fallback"] <= 5
+    assert "dense fallback" in out.getvalue()
     check_agrees_with_csvs(saved, read_csv(tmp_path / "r" / "frames.csv"), read_csv(tmp_path / "r" / "layers.csv"))
     assert "delta" in out.getvalue()
 
