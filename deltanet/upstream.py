@@ -147,7 +147,9 @@ def _check() -> None:
     _require(copy.kernel is dense.kernel and copy.activation is keras.activations.relu and dense.activation is not copy.activation,
              "a layer's state living in its __dict__ (a shallow copy shares the weight variables)")  # fmt: skip
     _require(isinstance(getattr(dense, "_losses", None), list), "Layer._losses (the add_loss list)")
-    for name in ("_maybe_symbolic_build", "_symbolic_build"):
+    # _maybe_symbolic_build is the TensorFlow trainer's only (replaced under tf.distribute strategies)
+    names = ("_maybe_symbolic_build", "_symbolic_build") if keras.backend.backend() == "tensorflow" else ("_symbolic_build",)
+    for name in names:
         method = getattr(keras.Model, name, None)
         _require(callable(method) and "data_batch" in inspect.signature(method).parameters, f"Trainer.{name}(..., data_batch=...)")
     if keras.backend.backend() == "tensorflow":

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backends import require_jax
 from fakes import make_fake_ucf101, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -482,7 +483,7 @@ def test_multiworker_two_processes_only_the_chief_writes(tiny_data, frame_model,
 
 
 def test_jax_data_parallel_over_two_devices_equals_one_device_and_resumes(tiny_data, frame_model, tmp_path):
-    pytest.importorskip("jax", reason="JAX is not installed: the data-parallel path needs KERAS_BACKEND=jax")
+    require_jax()
     jax_env = dict(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     one, many = tmp_path / "one", tmp_path / "data_parallel"
     r1, r2 = _run_all(
