@@ -462,7 +462,20 @@ def _evaluate_test(model, cfg: FitConfig, index) -> dict:
     return {"accuracy": float(results["accuracy"]), "mac_density": measured["mac_density"]}
 
 
+def use_pooled_cpu_allocator() -> None:
+    """Let TensorFlow pool its CPU tensors (BFC allocator) unless the user chose otherwise.
+
+    Its default CPU allocator is malloc, and the training step's largest tensors (8 clips of 4
+    frames at 112x112, up to ~150 MB) are above glibc's mmap threshold: every step mapped and
+    unmapped ~100 MB afresh, 27,000 page faults per step (scripts/epoch_profile.py,
+    docs/training_speed.md); pooled, 750. Read when TensorFlow makes its first tensor, so this
+    must run before anything does.
+    """
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_pooled_cpu_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = FitConfig(
