@@ -1,6 +1,6 @@
 """Epoch time of the default ``training.fit`` with and without the frame cache, side by side.
 
-    python scripts/epoch_ab.py [--rounds 2] [--baseline]
+    python scripts/epoch_ab.py [--rounds 2] [--baseline] [--steps N]
 
 One model (built and compiled as ``training.fit`` builds it), one process; after a warm-up
 epoch on each, it alternates full training epochs (fit's callbacks and validation) on the
@@ -27,6 +27,7 @@ def main() -> None:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2, help="timed epochs per pipeline (after one warm-up each)")
     p.add_argument("--baseline", action="store_true", help="the model without delta layers")
+    p.add_argument("--steps", type=int, default=None, help="train on the first N batches of each epoch only (a smoke test)")
     args = p.parse_args()
 
     from deltanet.cli import import_tensorflow_quietly
@@ -43,11 +44,11 @@ def main() -> None:
         cfg = fit.FitConfig(baseline=args.baseline, out=str(out), frame_cache=mode)
         t0 = time.perf_counter()
         index, train_ds, val_ds, _ = fit.load_data(cfg)
-        datasets[mode] = train_ds
+        datasets[mode] = train_ds.take(args.steps) if args.steps else train_ds
         print(f"data setup ({mode}): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     keras.utils.set_random_seed(cfg.seed)
     model = fit.build(cfg, index.class_names)
-    steps = int(np.ceil(len(index.train) / cfg.batch_size))
+    steps = args.steps or int(np.ceil(len(index.train) / cfg.batch_size))
     fit.compile_model(model, cfg, steps)
     callbacks = [fit._checkpoint_callback(out / "checkpoint", cfg), fit._density_callback()]
     times: dict[str, list[float]] = {k: [] for k in datasets}
