@@ -29,6 +29,7 @@ from deltanet.cli import (
 )
 
 DEFAULT_OUT = "runs/fit"
+FRAME_CACHE_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class FitConfig:
     distribute: str = "none"  # [distribute] training.distribute.MODES
     rescale: list | None = None  # --arch PATH: [scale, offset] of a Rescaling put in front
     weights: str | None = None  # --arch keras.applications.NAME: None (random init) or "imagenet" (downloads)
+    frame_cache: str = "auto"  # training.frame_cache: auto (embedded data only) | on | off
     extra: dict = field(default_factory=dict)
 
 
@@ -97,6 +99,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", default=d.out, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--frame-cache", choices=FRAME_CACHE_MODES, default=d.frame_cache,
+                   help="decode every training video once into a memory-mapped uint8 file at --size and sample clips "
+                        "from it (training.frame_cache; auto: for the embedded dataset only, whose cache is 674 MB)")
     p.add_argument("--eval-batches", type=positive_int, default=None, help="measure sparsity on at most this many validation batches")
     p.add_argument("--quiet", action="store_true", help="per-epoch lines instead of progress bars")
     p.add_argument("--schedule", choices=("constant", "sine"), default=d.schedule, help="delta-penalty schedule: constant, or ProSparse warm-up + quarter-sine ramps")
@@ -178,6 +183,7 @@ def load_data(cfg: FitConfig, channels: int = 3):
         data = str(make_embedded_dataset(seed=0))
     index = load_dataset_index(data, split=cfg.split)  # the split never depends on the training seed
     skipped = SkipCounter()
+    frame_cache = cfg.frame_cache == "on" or (cfg.frame_cache == "auto" and cfg.data == "embedded")
     train, val = make_train_val_datasets(
         index,
         frames=cfg.frames,
@@ -186,6 +192,7 @@ def load_data(cfg: FitConfig, channels: int = 3):
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         skipped=skipped,
+        frame_cache=frame_cache,
     )
     if channels == 1:
         train, val = train.map(gray_clips), val.map(gray_clips)
@@ -468,7 +475,20 @@ def _evaluate_test(model, cfg: FitConfig, index) -> dict:
     return {"accuracy": float(results["accuracy"]), "mac_density": measured["mac_density"]}
 
 
+def use_pooled_cpu_allocator() -> None:
+    """Let TensorFlow pool its CPU tensors (BFC allocator) unless the user chose otherwise.
+
+    Its default CPU allocator is malloc, and the training step's largest tensors (8 clips of 4
+    frames at 112x112, up to ~150 MB) are above glibc's mmap threshold: every step mapped and
+    unmapped ~100 MB afresh, 27,000 page faults per step (scripts/epoch_profile.py,
+    docs/training_speed.md); pooled, 750. Read when TensorFlow makes its first tensor, so this
+    must run before anything does.
+    """
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_pooled_cpu_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = FitConfig(
@@ -500,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         distribute=args.distribute,  # [distribute]
         rescale=list(args.rescale) if args.rescale else None,
         weights=args.weights,
+        frame_cache=args.frame_cache,
     )
     if cfg.data != "embedded" and not cfg.data.startswith("tfds:") and not Path(cfg.data).expanduser().exists():
         # checked before --out, so a bad --data is reported as such even where --out already holds a run

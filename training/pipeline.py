@@ -24,8 +24,11 @@ training loop logs.
 
 Caching: evaluation clips are fixed, so they are cached (in memory, or in ``cache``
 files) after the first epoch; by default only when they fit in ``cache_limit_bytes``.
-Training clips are never cached: their random start changes every epoch, and decoding a
-clip costs far less than a training step.
+Training clips are never cached (their random start changes every epoch), but their
+videos can be: ``frame_cache`` decodes every training video once into a memory-mapped uint8
+file at the clip size (``training.frame_cache``) and samples the clips from it, the same
+clips as decoding them each epoch, without OpenCV competing with the training step for
+the cores.
 """
 
 from __future__ import annotations
@@ -176,6 +179,7 @@ def make_clip_dataset(
     cache_limit_bytes: int = CACHE_LIMIT_BYTES,
     drop_remainder: bool = False,
     num_parallel_calls: int = AUTOTUNE,
+    frame_cache: bool | str | os.PathLike = False,
 ) -> tf.data.Dataset:
     """Clips from video files, batched: ``(uint8 (B, T, H, W, 3), int32 (B,))``.
 
@@ -207,6 +211,11 @@ def make_clip_dataset(
         caches in files there; False never.
     num_parallel_calls
         Parallel decoders (AUTOTUNE: as many as tf.data finds useful).
+    frame_cache
+        Training only (ignored in evaluation, whose clips are cached anyway): True decodes
+        every video once into ``training.frame_cache.default_folder()``, a folder puts the
+        cache there; clips are then sampled from the memory-mapped frames. False decodes
+        every clip from its file.
 
     Returns
     -------
@@ -223,11 +232,18 @@ def make_clip_dataset(
         raise ValueError(f"label {bad[1]} of {bad[0]!r} is outside [0, {class_count})")
     counter = skipped if skipped is not None else SkipCounter()
     shape = (frames, h, w, 3)
+    cached = None
+    if training and frame_cache is not False:
+        from training.frame_cache import FrameCache
+
+        cached = FrameCache.load([p for p, _ in entries], (h, w), None if frame_cache is True else frame_cache)
 
     def load(path: bytes, seed_: np.int64):
         p = os.fsdecode(path)
         rng = np.random.default_rng(int(seed_) & 0xFFFFFFFFFFFFFFFF) if training else None
         try:
+            if cached is not None:
+                return cached.clip(p, frames, stride, rng, pad), np.True_
             return read_clip(p, frames, stride, (h, w), rng=rng, pad=pad), np.True_
         except (VideoError, cv2.error, OSError) as e:  # a bad file must never stop training
             counter.add(p, str(e))
@@ -391,6 +407,7 @@ def make_subset_dataset(
     common = dict(frames=frames, stride=stride, size=size, batch_size=batch_size, seed=seed, training=training,
                   class_count=index.num_classes, skipped=skipped, **kwargs)
     if index.kind == "tfds":
+        common.pop("frame_cache", None)  # TFDS keeps its frames encoded in its own files
         name = resolve_tfds_name(index.tfds_name or "")
         splits = dict(zip(SUBSETS, index.tfds_splits or ("train[:80%]", "train[80%:]", "test")))
         return make_tfds_dataset(name, splits[subset], **common)
