@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deltanet.cli import MOTIONS
 from ops.elementwise import ACTIVATIONS, _act
 from ops.geometry import implied_pad_after, output_size
 from streaming.engine import DeltaEngine, FrameStats
@@ -364,8 +365,6 @@ def _shifted(image: np.ndarray, sy: int, sx: int) -> np.ndarray:
 
 def with_motion(engine: DeltaEngine, motion: str):
     """``engine`` itself for ``motion="none"``, a ``MotionEngine`` around it for ``"global"``."""
-    if motion == "none":
-        return engine
-    if motion == "global":
-        return MotionEngine(engine)
-    raise ValueError(f"motion must be 'none' or 'global', got {motion!r}")
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+    return engine if motion == "none" else MotionEngine(engine)
