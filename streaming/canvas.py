@@ -270,7 +270,7 @@ class MotionEngine:
     def clone(self, **overrides) -> "MotionEngine":
         """A new compensated engine around ``engine.clone(**overrides)`` (own stream state)."""
         t = self.tracker
-        tracker = CameraTracker(self.input_shape, min_confidence=t.min_confidence, deadband=t.deadband, cut_difference=t.cut_difference)
+        tracker = CameraTracker(self.input_shape, min_confidence=t.min_confidence, deadband=t.deadband, cut_level=t.cut_level)
         return MotionEngine(self.base.clone(**overrides), margin=self.margin, tracker=tracker, freeze_outside=self.freeze_outside)
 
     def set_region(self, *args, **kwargs) -> None:
@@ -309,8 +309,6 @@ class MotionEngine:
         t0 = time.perf_counter()
         m = self.tracker.update(frame)
         if not self._on_canvas and not m.moved:
-            if m.refresh:
-                self.base.reset()  # a scene cut: a keyframe
             t_motion = (time.perf_counter() - t0) * 1e3
             logits, st = self.base.step(frame)
             return logits, self._stats(st, m, st.keyframe, t_motion, (0, 0), st.nonzero_deltas, st.executed_macs, st.layer_ms)
@@ -327,11 +325,7 @@ class MotionEngine:
         t1 = time.perf_counter()
         feature, st = self.canvas_engine.step(self._canvas)
         t2 = time.perf_counter()
-        fh, fw, c = self._feature_shape
-        wy = cell_weights(fh, self.stride, top, h)
-        wx = cell_weights(fw, self.stride, left, w)
-        pooled = np.einsum("i,j,ijc->c", wy, wx, feature.reshape(fh, fw, c)) / (wy.sum() * wx.sum())
-        logits = self.head(pooled.astype(np.float32))
+        logits = self.readout(feature, top, left)
         t_motion = (t1 - t0 + time.perf_counter() - t2) * 1e3
         offset = (self.margin - left, self.margin - top)
         # per plain MAC layer: the canvas engine's counts, and the head's (dense, every frame)
@@ -341,6 +335,23 @@ class MotionEngine:
         nnz[self._body], executed[self._body], layer_ms[self._body] = canvas_nnz, st.executed_macs, st.layer_ms
         return logits, self._stats(st, m, False, t_motion, offset, nnz, executed, layer_ms,
                                    refresh=st.keyframe, on_canvas=True)  # fmt: skip
+
+    def readout(self, feature: np.ndarray, top: int, left: int) -> np.ndarray:
+        """Logits from the canvas's final feature map (flat or ``(h, w, C)``) for a frame at ``(top, left)``:
+        the area-weighted mean of the cells under the frame, then the head."""
+        fh, fw, c = self._feature_shape
+        h, w = self.input_shape[:2]
+        wy = cell_weights(fh, self.stride, top, h)
+        wx = cell_weights(fw, self.stride, left, w)
+        pooled = (wy @ np.asarray(feature, np.float32).reshape(fh, fw * c)).reshape(fw, c).T @ wx / (wy.sum() * wx.sum())
+        return self.head(pooled.astype(np.float32))
+
+    @property
+    def canvas(self) -> np.ndarray:
+        """The world canvas the last frame was pasted into (a read-only view)."""
+        view = self._canvas.view()
+        view.setflags(write=False)
+        return view
 
     def _place(self, m: Motion) -> tuple[int, int, bool]:
         """Where the frame goes on the canvas (top, left), and whether the canvas is rebuilt."""

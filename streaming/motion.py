@@ -7,7 +7,8 @@ coordinates (what ``streaming.canvas`` pastes the frame at).
 
 Why it is built this way:
 
-* ``cv2.phaseCorrelate`` with a Hanning window on the frame downscaled 2x (an exact 2x2 mean):
+* ``cv2.phaseCorrelate`` with a Hanning window on the frame downscaled 2x (an exact 2x2 mean;
+  frames under 96 px are used as they are):
   one FFT pair, ~0.1-0.2 ms at 112x112, and its peak response is a confidence for free. The
   sub-pixel estimate at half resolution is good to ~0.3 input pixels (measured on a real frame).
 * Shifts are measured against an **anchor** (the frame at which the placement last changed),
@@ -15,9 +16,11 @@ Why it is built this way:
   per-frame noise into a random walk, so the placement never moves (the engine then takes the
   plain path: bit-identical output). A slow pan still accumulates: the shift against the
   anchor grows until it passes the deadband.
+* The coarse estimate is refined at full resolution by a truncated absolute difference (robust
+  to a bright foreground object), which must clearly beat "no shift" to count as camera motion.
 * A low response means "no reliable global motion" (a moving foreground object, noise, a
-  non-rigid scene): the placement stays and the anchor is renewed. A low response together
-  with a large mean frame difference is a scene cut: ``refresh`` (the canvas is rebuilt).
+  non-rigid scene): the placement stays and the anchor is renewed. A frame that no shift
+  aligns with the anchor (most pixels still differ) is a scene cut: ``refresh``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import cv2
 import numpy as np
 
 
-#: how far (input pixels) the half-resolution phase correlation can be off (measured: ~0.3)
-COARSE_ERROR = 0.35
+#: a shift is camera motion only if it lowers the frame difference to this fraction of standing still's
+MIN_GAIN = 0.75
+#: gray levels at which a pixel's difference stops counting more (robust to foreground objects)
+TRUNCATE = 24.0
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,12 @@ class CameraTracker:
         deadband: the shift against the anchor, in input pixels, needed to move the placement
             (rounded to whole pixels); above 0.5 so that noise around half a pixel does not
             toggle it. Defaults to 0.6.
-        cut_difference: mean absolute gray difference to the previous frame (0..255) that,
-            with a response below ``min_confidence``, makes a scene cut. Defaults to 30.
+        cut_level: mean truncated gray difference (0..``TRUNCATE``) to the anchor that remains
+            *after* the best alignment and makes the frame a scene cut. Defaults to 12 (half of
+            the pixels differ by more than ``TRUNCATE`` gray levels however the frame is shifted).
     """
 
-    def __init__(self, shape, *, min_confidence: float = 0.2, deadband: float = 0.6, cut_difference: float = 30.0):
+    def __init__(self, shape, *, min_confidence: float = 0.2, deadband: float = 0.6, cut_level: float = 12.0):
         h, w = int(shape[0]), int(shape[1])
         if h < 8 or w < 8:
             raise ValueError(f"frames must be at least 8x8 for motion estimation, got {(h, w)}")
@@ -78,58 +84,53 @@ class CameraTracker:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
         if not deadband >= 0.5:
             raise ValueError(f"deadband must be >= 0.5 (pixels), got {deadband!r}")
-        if not cut_difference > 0:
-            raise ValueError(f"cut_difference must be > 0, got {cut_difference!r}")
+        if not 0 < cut_level <= TRUNCATE:
+            raise ValueError(f"cut_level must be in (0, {TRUNCATE:g}], got {cut_level!r}")
         self.shape = (h, w)
         self.min_confidence = float(min_confidence)
         self.deadband = float(deadband)
-        self.cut_difference = float(cut_difference)
-        self._small = (w // 2, h // 2)
+        self.cut_level = float(cut_level)
+        # half resolution (an exact 2x2 mean) where the frame is large enough to keep its detail
+        self._factor = 2 if min(h, w) >= 96 else 1
+        self._small = (w // self._factor, h // self._factor)
         self._window = cv2.createHanningWindow(self._small, cv2.CV_32F)
         self.reset()
 
     def reset(self) -> None:
         """Forget the stream: the next frame is the new origin."""
-        self._anchor = None
-        self._prev = None
+        self._anchor = None  # (half-resolution, full-resolution) gray of the anchor frame
         self._residual = np.zeros(2)  # the anchor's true position minus its integer placement
         self._offset = np.zeros(2, np.int64)
         self._position = np.zeros(2)  # the previous frame's true (float) position
 
     def _gray(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frame in gray at full and at half resolution (float32)."""
+        """The frame in gray at the estimation's resolution and at full resolution (float32)."""
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[:2] != self.shape or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of size {self.shape}, got {frame.dtype} {frame.shape}")
         g = frame[:, :, 0] if frame.shape[2] == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        return g.astype(np.float32), cv2.resize(g, self._small, interpolation=cv2.INTER_AREA).astype(np.float32)
+        small = g if self._factor == 1 else cv2.resize(g, self._small, interpolation=cv2.INTER_AREA)
+        return small.astype(np.float32), g.astype(np.float32)
 
     def update(self, frame: np.ndarray) -> Motion:
         """One frame (uint8, the model's input size); returns its ``Motion``."""
-        full, g = self._gray(frame)
+        grays = self._gray(frame)
         if self._anchor is None:
-            self._anchor, self._anchor_full, self._prev = g, full, g
+            self._anchor = grays
             return Motion(0.0, 0.0, 1.0, False, 0, 0)
-        (sx, sy), response = cv2.phaseCorrelate(self._anchor, g, self._window)
+        (sx, sy), response = cv2.phaseCorrelate(self._anchor[0], grays[0], self._window)
         response = float(min(max(response, 0.0), 1.0))
+        coarse = (self._factor * sx, self._factor * sy)
+        shift, left = refine_shift(self._anchor[1], grays[1], *coarse)
+        if shift is None:  # the coarse estimate led nowhere: look around "no shift" instead
+            shift, left = refine_shift(self._anchor[1], grays[1], 0.0, 0.0)
+        if shift is None or left > self.cut_level:  # no shift explains the frame: a scene cut
+            self.reset()
+            self._anchor = grays
+            return Motion(0.0, 0.0, response, True, 0, 0)
         if response < self.min_confidence:
-            cut = float(np.mean(np.abs(g - self._prev))) > self.cut_difference
-            self._prev = g
-            if cut:
-                self.reset()
-                self._anchor, self._anchor_full, self._prev = g, full, g
-                return Motion(0.0, 0.0, response, True, 0, 0)
-            # no reliable global motion: keep the placement, measure from here on
-            self._anchor, self._anchor_full = g, full
-            self._residual[:] = 0.0
-            return self._motion(self._offset.astype(np.float64), response)
-        self._prev = g
-        coarse = (2.0 * sx, 2.0 * sy)
-        # a static camera reads ~0: only a shift that may pass the deadband is refined (~60 us)
-        near = max(abs(coarse[0] + self._residual[0]), abs(coarse[1] + self._residual[1])) < self.deadband - COARSE_ERROR
-        shift = coarse if near else refine_shift(self._anchor_full, full, *coarse)
-        if shift is None:  # beyond what the frame can show
-            self._anchor, self._anchor_full = g, full
+            # no reliable global motion: keep the placement, measure from this frame on
+            self._anchor = grays
             self._residual[:] = 0.0
             return self._motion(self._offset.astype(np.float64), response)
         total = np.array(shift) + self._residual  # the anchor's placement to this frame, input pixels
@@ -137,7 +138,7 @@ class CameraTracker:
             step = np.rint(total).astype(np.int64)
             self._offset += step
             self._residual = total - step
-            self._anchor, self._anchor_full = g, full
+            self._anchor = grays
             return self._motion(self._offset + self._residual, response)
         return self._motion(self._offset + total, response)
 
@@ -147,10 +148,14 @@ class CameraTracker:
         return Motion(float(d[0]), float(d[1]), response, False, int(self._offset[0]), int(self._offset[1]))
 
 
-def refine_shift(anchor: np.ndarray, frame: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
-    """Refine a coarse shift estimate at full resolution: the integer shift of least mean absolute
-    difference next to it, plus an equiangular (V) fit of the neighbours on each axis for the
-    fraction. ``frame(x) ~ anchor(x - shift)``. ``None`` if the shift leaves no overlap to compare.
+def refine_shift(anchor: np.ndarray, frame: np.ndarray, sx: float, sy: float) -> tuple[tuple[float, float] | None, float]:
+    """Refine a coarse shift estimate at full resolution.
+
+    Returns ``(shift, left)``: the integer shift of least truncated absolute difference next to
+    ``(sx, sy)`` (if clearly better than no shift, else 0), plus an equiangular (V) fit of the
+    neighbours on each axis for the fraction (``frame(x) ~ anchor(x - shift)``); ``left`` is the
+    mean truncated difference that remains at that integer shift (0..``TRUNCATE``).
+    ``shift`` is ``None`` if it leaves too little overlap to compare (``left`` is then ``TRUNCATE``).
 
     Half-resolution phase correlation is biased towards whole half-pixels (a 1 px pan reads as
     0.7..1.4 px); the refinement makes a pure integer pan exact.
@@ -159,13 +164,14 @@ def refine_shift(anchor: np.ndarray, frame: np.ndarray, sx: float, sy: float) ->
     ix, iy = int(round(sx)), int(round(sy))
     r = max(abs(ix), abs(iy)) + 2
     if 2 * r >= min(h, w) // 2:
-        return None
+        return None, TRUNCATE
     core = frame[r : h - r, r : w - r]
     costs: dict[tuple[int, int], float] = {}
 
     def cost(dx: int, dy: int) -> float:
-        if (dx, dy) not in costs:
-            costs[(dx, dy)] = cv2.norm(core, anchor[r - dy : h - r - dy, r - dx : w - r - dx], cv2.NORM_L1)
+        if (dx, dy) not in costs:  # truncated absolute difference: a bright moving object weighs no more than texture
+            d = cv2.absdiff(core, anchor[r - dy : h - r - dy, r - dx : w - r - dx])
+            costs[(dx, dy)] = float(cv2.sumElems(cv2.min(d, TRUNCATE))[0])
         return costs[(dx, dy)]
 
     while True:  # walk downhill to the integer minimum (a step or two from the estimate)
@@ -174,9 +180,15 @@ def refine_shift(anchor: np.ndarray, frame: np.ndarray, sx: float, sy: float) ->
         if cost(*best) >= c0:
             break
         if max(abs(best[0]), abs(best[1])) + 2 > r:
-            return None  # walked beyond the compared overlap: not a trustworthy minimum
+            return None, TRUNCATE  # walked beyond the compared overlap: not a trustworthy minimum
         ix, iy = best
-    return ix + _v_fit(cost(ix - 1, iy), c0, cost(ix + 1, iy)), iy + _v_fit(cost(ix, iy - 1), c0, cost(ix, iy + 1))
+    if (ix, iy) != (0, 0) and cost(ix, iy) > MIN_GAIN * cost(0, 0):
+        # a minimum not clearly better than standing still: a moving object the coarse estimate
+        # followed (it aligns a small part of the frame), not the camera (it aligns all of it)
+        ix, iy = 0, 0
+        c0 = cost(0, 0)
+    fraction = (_v_fit(cost(ix - 1, iy), c0, cost(ix + 1, iy)), _v_fit(cost(ix, iy - 1), c0, cost(ix, iy + 1)))
+    return (ix + fraction[0], iy + fraction[1]), c0 / core.size
 
 
 def _v_fit(left: float, centre: float, right: float) -> float:
