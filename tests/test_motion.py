@@ -197,18 +197,17 @@ def test_cut_during_a_pan_rebuilds_the_canvas(baseline_plan):
 def test_memory_stays_flat_over_a_long_pan(baseline_plan):
     frames = pan(texture(96, 256, seed=9), 256, vx=3, vy=1, wrap=True)  # the pan wraps around
     engine = MotionEngine(DeltaEngine(baseline_plan), margin=8)
-    for f in frames[:50]:
-        engine.step(f)
     tracemalloc.start()
-    engine.step(frames[50])
-    first = tracemalloc.take_snapshot()
-    refreshes = 0
-    for t in range(2500):
+    refreshes, snapshots = 0, []
+    for t in range(2200):
         refreshes += engine.step(frames[t % len(frames)])[1].refresh
-    second = tracemalloc.take_snapshot()
+        if t in (1199, 2199):
+            snapshots.append(tracemalloc.take_snapshot())
     tracemalloc.stop()
-    grown = sum(s.size_diff for s in second.compare_to(first, "filename"))
-    assert grown < 64 * 1024, grown
+    # (the interpreter's numba state grows by a bounded ~300 KB over its first ~1000 frames, the
+    # plain DeltaEngine's too; after that nothing may grow)
+    grown = sum(s.size_diff for s in snapshots[1].compare_to(snapshots[0], "filename"))
+    assert grown < 16 * 1024, grown
     assert refreshes > 100  # it kept re-centring (bounded canvas), and ran on
 
 
