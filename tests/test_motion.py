@@ -229,7 +229,7 @@ def test_models_the_canvas_cannot_take_are_refused():
         MotionEngine(DeltaEngine(plan))
 
 
-@pytest.mark.parametrize("module", ["streaming.live", "streaming.report"])
+@pytest.mark.parametrize("module", ["streaming.live", "streaming.report", "streaming.bench"])
 def test_bad_motion_value_is_one_line_and_exit_2(module, tmp_path):
     r = subprocess.run([sys.executable, "-m", module, "--model", "m.keras", "--source", "v.mp4", "--out", str(tmp_path),
                         "--motion", "sideways"], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
