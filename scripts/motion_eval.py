@@ -151,6 +151,54 @@ def evaluate(model: str, rows: list[dict], *, frames: int, threads: int, block: 
     }  # fmt: skip
 
 
+def estimator_cost(rows: list[dict], frames: int, repeats: int = 3) -> list[dict]:
+    """Median ``CameraTracker.update`` time per frame (ms) on each clip at 112x112, best of ``repeats`` passes."""
+    from streaming.motion import CameraTracker
+
+    out = []
+    for r in rows:
+        clip = read_clip(r["file"], frames, (112, 112, 3))
+        best = np.inf
+        for _ in range(repeats):
+            tracker, ms = CameraTracker(clip.shape[1:3]), []
+            for f in clip:
+                t0 = time.perf_counter()
+                tracker.update(f)
+                ms.append((time.perf_counter() - t0) * 1e3)
+            best = min(best, float(np.median(ms[1:])))
+        out.append({"clip": Path(r["file"]).name, "kind": r["kind"], "tracker_ms_median": best})
+    return out
+
+
+def long_pan(model: str, image_path: str, frames: int, threads: int, log) -> dict:
+    """Memory and re-centring over a long synthetic pan (a circular path over one large real frame)."""
+    import resource
+    import tracemalloc
+
+    import deltanet
+    from streaming.canvas import MotionEngine
+    from streaming.convert import to_plan
+    from streaming.engine import DeltaEngine
+
+    big = read_clip(image_path, 1, (720, 1280, 3))[0]
+    engine = MotionEngine(DeltaEngine(to_plan(deltanet.load_model(model)), threads=threads))
+    engine.warmup()
+    h, w = engine.input_shape[:2]
+    samples, refreshes = [], 0
+    tracemalloc.start()
+    for t in range(frames):
+        a = 2 * np.pi * t / 2000  # a 2000-frame circle of radius 300 px: ~0.94 px/frame
+        y, x = int(300 + 250 * np.sin(a)), int(580 + 450 * np.cos(a))
+        refreshes += engine.step(np.ascontiguousarray(big[y : y + 2 * h : 2, x : x + 2 * w : 2]))[1].refresh
+        if (t + 1) % max(1, frames // 10) == 0:
+            traced = tracemalloc.get_traced_memory()[0]
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            samples.append({"frame": t + 1, "python_heap_kb": traced / 1024, "max_rss_mb": rss})
+            log(f"pan frame {t + 1}: Python heap {traced / 1024:.0f} KB, max RSS {rss:.0f} MB, {refreshes} canvas keyframes")
+    tracemalloc.stop()
+    return {"frames": frames, "canvas_refreshes": refreshes, "samples": samples}
+
+
 def markdown(result: dict) -> str:
     head = ("| clip | kind | camera px/frame (manifest, 160w) | MAC density none | MAC density global | ratio | top-1 none | "
             "top-1 global | max rel. logit err none | global | ms none | ms global | ms TFLite | speedup vs TFLite none | global | "
@@ -187,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=positive_int, default=25, help="frames per interleaved timing block")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
+    p.add_argument("--estimator-only", action="store_true", help="only time the camera tracker on each clip")
+    p.add_argument("--long-pan", type=positive_int, default=None, metavar="FRAMES",
+                   help="only run a long synthetic pan over the first frame of the first clip (memory and re-centring)")
     return p
 
 
@@ -201,8 +252,15 @@ def main(argv=None) -> int:
         rows = clip_list(args.clips, args.extra, kinds)
         if not rows:
             raise CliError("no clips: give --clips and/or --extra")
-        result = evaluate(args.model, rows, frames=args.frames, threads=args.threads, block=args.block,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        if args.estimator_only or args.long_pan:
+            result = estimator_cost(rows, args.frames) if args.estimator_only else long_pan(args.model, rows[0]["file"], args.long_pan, args.threads, log)
+            text = json.dumps(result, indent=1)
+            if args.json:
+                _write_atomic(args.json, text)
+            print(text)
+            return 0
+        result = evaluate(args.model, rows, frames=args.frames, threads=args.threads, block=args.block, log=log)
     except CliError as e:
         return fail("motion_eval", str(e))
     table = markdown(result)

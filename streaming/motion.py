@@ -106,13 +106,13 @@ class CameraTracker:
         self._position = np.zeros(2)  # the previous frame's true (float) position
 
     def _gray(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frame in gray at the estimation's resolution and at full resolution (float32)."""
+        """The frame in gray at the estimation's resolution (float32) and at full resolution (uint8)."""
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[:2] != self.shape or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of size {self.shape}, got {frame.dtype} {frame.shape}")
         g = frame[:, :, 0] if frame.shape[2] == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         small = g if self._factor == 1 else cv2.resize(g, self._small, interpolation=cv2.INTER_AREA)
-        return small.astype(np.float32), g.astype(np.float32)
+        return small.astype(np.float32), np.ascontiguousarray(g)  # uint8 at full resolution: the refinement's costs are cheaper
 
     def update(self, frame: np.ndarray) -> Motion:
         """One frame (uint8, the model's input size); returns its ``Motion``."""
