@@ -170,6 +170,38 @@ def estimator_cost(rows: list[dict], frames: int, repeats: int = 3) -> list[dict
     return out
 
 
+def alignment_bound(rows: list[dict], frames: int, level: int = 8, search: int = 3) -> list[dict]:
+    """How much any integer global alignment could save, at the input: the fraction of pixels whose
+    value changes by more than ``level`` (any channel) from the previous frame, as is, after the
+    tracker's alignment, and after the best integer shift within ``search`` px (an oracle)."""
+    from streaming.motion import CameraTracker
+
+    out = []
+    for r in rows:
+        clip = read_clip(r["file"], frames, (112, 112, 3))
+        tracker = CameraTracker(clip.shape[1:3])
+        motions = [tracker.update(f) for f in clip]
+        clip = clip.astype(np.int16)
+        h, w = clip.shape[1:3]
+        m = search + 8  # compare the same interior whatever the shift
+
+        def changed(t: int, dx: int, dy: int) -> float:
+            a, b = clip[t - 1], clip[t]  # b(x) ~ a(x - d)
+            return float(np.mean(np.abs(b[m : h - m, m : w - m] - a[m - dy : h - m - dy, m - dx : w - m - dx]).max(axis=2) > level))
+
+        plain, tracked, best = [], [], []
+        for t in range(1, len(clip)):
+            d = (motions[t].offset_x - motions[t - 1].offset_x, motions[t].offset_y - motions[t - 1].offset_y)
+            if motions[t].refresh or max(map(abs, d)) > search:
+                continue
+            plain.append(changed(t, 0, 0))
+            tracked.append(changed(t, *d))
+            best.append(min(changed(t, x, y) for x in range(-search, search + 1) for y in range(-search, search + 1)))
+        out.append({"clip": Path(r["file"]).name, "kind": r["kind"], "changed_plain": float(np.mean(plain)),
+                    "changed_tracker_aligned": float(np.mean(tracked)), "changed_best_integer_shift": float(np.mean(best))})  # fmt: skip
+    return out
+
+
 def long_pan(model: str, image_path: str, frames: int, threads: int, log) -> dict:
     """Memory and re-centring over a long synthetic pan (a circular path over one large real frame)."""
     import resource
@@ -236,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--estimator-only", action="store_true", help="only time the camera tracker on each clip")
+    p.add_argument("--alignment-bound", action="store_true",
+                   help="only measure the input pixels that change, as is / tracker-aligned / best integer shift (an oracle)")
     p.add_argument("--long-pan", type=positive_int, default=None, metavar="FRAMES",
                    help="only run a long synthetic pan over the first frame of the first clip (memory and re-centring)")
     return p
@@ -253,8 +287,11 @@ def main(argv=None) -> int:
         if not rows:
             raise CliError("no clips: give --clips and/or --extra")
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        if args.estimator_only or args.long_pan:
-            result = estimator_cost(rows, args.frames) if args.estimator_only else long_pan(args.model, rows[0]["file"], args.long_pan, args.threads, log)
+        if args.estimator_only or args.alignment_bound or args.long_pan:
+            if args.long_pan:
+                result = long_pan(args.model, rows[0]["file"], args.long_pan, args.threads, log)
+            else:
+                result = (estimator_cost if args.estimator_only else alignment_bound)(rows, args.frames)
             text = json.dumps(result, indent=1)
             if args.json:
                 _write_atomic(args.json, text)
