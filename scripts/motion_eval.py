@@ -138,6 +138,7 @@ def evaluate(model: str, rows: list[dict], *, frames: int, threads: int, block: 
             logits, stats, ms = out[key]
             res[key] = summarize(np.stack(logits), stats, reference)
             res[key]["ms_median"] = float(np.median(ms[1:]))
+        res["bit_identical"] = bool(np.array_equal(np.stack(out["plain"][0]), np.stack(out["global"][0])))
         res["tflite_ms_median"] = float(np.median(out["tflite"][2]))
         res["tflite_top1_agreement"] = float(np.mean(np.stack(out["tflite"][0]).argmax(1) == reference.argmax(1)))
         results.append(res)
@@ -234,7 +235,7 @@ def long_pan(model: str, image_path: str, frames: int, threads: int, log) -> dic
 def markdown(result: dict) -> str:
     head = ("| clip | kind | camera px/frame (manifest, 160w) | MAC density none | MAC density global | ratio | top-1 none | "
             "top-1 global | max rel. logit err none | global | ms none | ms global | ms TFLite | speedup vs TFLite none | global | "
-            "frames on canvas | canvas keyframes | motion ms |")  # fmt: skip
+            "frames on canvas | canvas keyframes | motion ms | logits bit-identical |")  # fmt: skip
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in result["clips"]:
         a, b = r["plain"], r["global"]
@@ -244,7 +245,7 @@ def markdown(result: dict) -> str:
             f"{b['mac_density'] / a['mac_density']:.2f} | {a['top1_agreement']:.3f} | {b['top1_agreement']:.3f} | "
             f"{a['max_rel_logit_error']:.2g} | {b['max_rel_logit_error']:.2g} | {a['ms_median']:.2f} | {b['ms_median']:.2f} | "
             f"{r['tflite_ms_median']:.2f} | {r['tflite_ms_median'] / a['ms_median']:.2f} | {r['tflite_ms_median'] / b['ms_median']:.2f} | "
-            f"{b['frames_on_canvas']:.2f} | {b['canvas_refreshes']} | {b['motion_ms_median']:.3f} |"
+            f"{b['frames_on_canvas']:.2f} | {b['canvas_refreshes']} | {b['motion_ms_median']:.3f} | {'yes' if r['bit_identical'] else 'no'} |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"
 
