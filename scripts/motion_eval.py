@@ -213,7 +213,7 @@ def long_pan(model: str, image_path: str, frames: int, threads: int, log) -> dic
     from streaming.convert import to_plan
     from streaming.engine import DeltaEngine
 
-    big = read_clip(image_path, 1, (720, 1280, 3))[0]
+    big = read_clip(image_path, 2, (720, 1280, 3))[0]
     engine = MotionEngine(DeltaEngine(to_plan(deltanet.load_model(model)), threads=threads))
     engine.warmup()
     h, w = engine.input_shape[:2]
