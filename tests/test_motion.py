@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import deltanet
-from streaming.canvas import MotionEngine, canvas_plan, cell_weights, total_stride
+from streaming.canvas import MotionEngine
+from streaming.canvas_plan import canvas_plan, cell_weights, total_stride
 from streaming.convert import to_plan
 from streaming.engine import DeltaEngine
 from streaming.motion import CameraTracker, refine_shift
