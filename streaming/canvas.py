@@ -66,7 +66,7 @@ class MotionStats(FrameStats):
     dx: float = 0.0
     dy: float = 0.0
     confidence: float = 1.0
-    refresh: bool = False  # the canvas was (re)built: scene cut, re-centre or first motion
+    refresh: bool = False  # a scene cut was detected, or the canvas was (re)built (first motion, re-centre, cut, keyframe_interval)
     offset: tuple[int, int] = (0, 0)  # the frame's (x, y) shift from the canvas centre
     on_canvas: bool = False
     motion_ms: float = 0.0  # estimation, pasting and readout (included in total_ms)

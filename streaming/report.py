@@ -276,7 +276,7 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
                      "as fractions of the per-frame model's dense MACs; a canvas keyframe counts its canvas/frame area ratio"),
             "camera_px_per_frame_mean": float(np.hypot(cam[:, 0], cam[:, 1]).mean()),
             "frames_on_canvas": float(cam[:, 4].mean()),
-            "canvas_refreshes": int(cam[:, 3].sum()),
+            "canvas_refreshes": int(cam[:, 3].sum()),  # canvas keyframes and detected scene cuts
         }
     return out
 
