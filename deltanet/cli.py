@@ -112,6 +112,19 @@ def add_rescale_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: ``--motion`` values: no compensation, or global camera motion (``streaming.canvas.MotionEngine``)
+MOTIONS = ("none", "global")
+
+
+def add_motion_argument(parser: argparse.ArgumentParser) -> None:
+    """The one ``--motion`` option of every CLI that runs the delta engine on a stream."""
+    parser.add_argument(
+        "--motion", choices=MOTIONS, default="none",
+        help="camera-motion compensation: none, or global (estimate the camera's shift every frame and run the "
+        "network on a world canvas, so a panning camera keeps its sparsity)",
+    )
+
+
 class _DefaultsFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help text already states it."""
 

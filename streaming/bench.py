@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, fail, positive_int
 
 CONTENDERS = ("delta_engine", "dense_engine", "keras", "tflite")
 
@@ -44,6 +44,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--skip", default="", help="comma-separated contenders to leave out (keras, tflite)")
     p.add_argument("--json", default=None, help="write the results here")
     add_crop_argument(p)
+    add_motion_argument(p)
     return p
 
 
@@ -127,7 +128,7 @@ def float32_floor(frames_model, clip: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup: int = 10, block: int = 25,
-        granularity: str = "auto", skip: tuple = (), json_out: str | None = None, crop=None, log=print) -> dict:
+        granularity: str = "auto", skip: tuple = (), json_out: str | None = None, crop=None, log=print, motion: str = "none") -> dict:
     """Run the benchmark; returns (and optionally writes) the results dict."""
     from deltanet.cli import import_tensorflow_quietly
 
@@ -172,7 +173,9 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
     if granularity == "auto":
         gran = tune_granularity(plan, clip[: min(n, 60)], threads=threads)
         log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
-    delta = DeltaEngine(plan, granularity=gran, threads=threads)
+    from streaming.model_io import apply_motion
+
+    delta = apply_motion(DeltaEngine(plan, granularity=gran, threads=threads), motion, model)  # --motion global: streaming.canvas
     dense = DeltaEngine(plan, mode="dense", threads=threads)
     per_frame = deltanet.per_frame_model(clip_model)
 
@@ -265,6 +268,7 @@ def run(model: str, source: str, *, frames: int = 300, threads: int = 2, warmup:
         "frames": int(n),
         "threads": threads,
         "input_shape": list(shape),
+        "motion": motion,  # "global": the delta engine's figures are the compensated run's (the profile is the plain engine's)
         "mac_density": mac_density,
         "executed_mac_density": executed_density,  # with the kernels chosen (pixel-wise ones count zeros)
         "theoretical_speedup": density.theoretical_speedup(mac_density),
@@ -330,7 +334,8 @@ def main(argv=None) -> int:
         return fail(parser.prog, f"--skip: unknown contender(s) {bad}; choose from keras, tflite")
     try:
         run(args.model, args.source, frames=args.frames, threads=args.threads, warmup=args.warmup, block=args.block,
-            granularity=args.granularity, skip=skip, json_out=args.json, crop=args.crop, log=lambda m: print(m, file=sys.stderr))
+            granularity=args.granularity, skip=skip, json_out=args.json, crop=args.crop, log=lambda m: print(m, file=sys.stderr),
+            motion=args.motion)
     except CliError as e:
         return fail(parser.prog, str(e))
     return 0

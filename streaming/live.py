@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, nonneg_float, positive_float, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, fail, nonneg_float, positive_float, positive_int
 from streaming import prediction
 
 PROG = "python -m streaming.live"
@@ -253,6 +253,7 @@ def run(
     region_lambda: float = 4.0,
     repeat: int = 1,
     crop=None,
+    motion: str = "none",
     out=None,
     err=None,
 ) -> dict:
@@ -264,10 +265,12 @@ def run(
     ``repeat`` plays an in-order source that many times (0: endlessly).
     ``crop`` (a ``streaming.preprocess.Crop``) is cut from every frame before the model (and the
     display) sees it.
+    ``motion="global"`` compensates camera motion (``streaming.canvas.MotionEngine``): the JSON
+    lines and the overlay then carry the estimated shift per frame.
     Raises ``CliError`` for a missing model/source, an unconvertible model or an unwritable output.
     """
     from deltanet.density import mac_density
-    from streaming.model_io import load_engine, model_kind
+    from streaming.model_io import apply_motion, load_engine, model_kind
     from streaming.overlay import OverlayInfo, compose, display_size
     from streaming.preprocess import crop_image
     from streaming.sources import SourceError, open_source, quiet_backend_logs
@@ -296,7 +299,7 @@ def run(
         src.close()
         raise CliError(f"--crop: {e}") from e
     try:
-        engine = load_engine(model, threads=threads, keyframe_interval=keyframe_interval)
+        engine = apply_motion(load_engine(model, threads=threads, keyframe_interval=keyframe_interval), motion, model)
         engine.warmup()   # compile the kernels before the first frame is timed
         if region is not None:
             try:
@@ -396,11 +399,15 @@ def run(
                         "fps": None if fps is None else _fmt(fps, 4),
                         "dropped": dropped,
                     }
+                    if motion != "none":
+                        rec["motion"] = {"dx": _fmt(stats.dx, 3), "dy": _fmt(stats.dy, 3), "confidence": _fmt(stats.confidence, 3),
+                                         "refresh": bool(stats.refresh), "offset": list(stats.offset)}  # fmt: skip
                     print(json.dumps(rec), file=out, flush=True)
                 n += 1
                 if need_canvas:
                     info = OverlayInfo(top, density, executed, dense_total, latency, stats.total_ms, fps, n - 1,
-                                       dropped, bool(stats.keyframe), smoothed.frames, list(history))
+                                       dropped, bool(stats.keyframe), smoothed.frames, list(history),
+                                       (stats.dx, stats.dy) if motion != "none" else None)  # fmt: skip
                     canvas = compose(image, info, disp_size)
                     if recorder is not None:
                         recorder.write(canvas)
@@ -510,6 +517,7 @@ def build_parser() -> ArgumentParser:
                    help="region-weighted thresholds: where the input moves, or a box in fractions of the frame")
     p.add_argument("--region-lambda", type=nonneg_float, default=4.0, help="threshold divisor 1 + lambda inside the region (default 4)")
     add_crop_argument(p)
+    add_motion_argument(p)
     return p
 
 
@@ -521,7 +529,7 @@ def main(argv=None) -> int:
             record=args.record, snapshot=args.snapshot, threads=args.threads, size=args.size, scale=args.scale,
             hold_ms=args.hold_ms, realtime=args.realtime, keyframe_interval=args.keyframe_interval,
             json_lines=True if args.json else None, region=args.region, region_lambda=args.region_lambda,
-            repeat=args.repeat, crop=args.crop)
+            repeat=args.repeat, crop=args.crop, motion=args.motion)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:   # during start-up (the frame loop handles its own)

@@ -105,3 +105,16 @@ def load_engine(model_path: str | os.PathLike, **engine_kwargs):
     if model_kind(model_path) == "keras":
         return engine_from_keras_model(load_keras_model(model_path), model_path, **engine_kwargs)
     return load_bundle_engine(model_path, **engine_kwargs)
+
+
+def apply_motion(engine, motion: str, model_path: str | os.PathLike = "model"):
+    """``--motion``: ``engine`` itself (``"none"``) or a ``streaming.canvas.MotionEngine`` around it
+    (``"global"``); ``CliError`` (one line) if the model cannot be compensated."""
+    if motion == "none":
+        return engine
+    from streaming.canvas import with_motion
+
+    try:
+        return with_motion(engine, motion)
+    except ValueError as e:  # PlanError is a ValueError
+        raise CliError(f"--motion {motion}: cannot compensate {model_path}: {_one_line(e)}") from e

@@ -6,7 +6,7 @@ The canvas is the video itself; two translucent panels sit on it:
 * top left: the top-k labels of the smoothed clip prediction, with probability bars;
 * bottom strip: this frame's MAC density and saved MACs (executed vs dense), fps, latency
   (frame in -> logits, and the engine's own time), dropped frames, the frame number, a
-  keyframe marker, and a sparkline of recent MAC densities (keyframes left out; its top
+  keyframe marker, the estimated camera motion (``--motion global``), and a sparkline of recent MAC densities (keyframes left out; its top
   label is the scale).
 
 :func:`panel_rects` gives both panels' rectangles for a canvas size (tests use it to look
@@ -46,6 +46,7 @@ class OverlayInfo:
     keyframe: bool = False
     window: int = 1                    # frames the prediction is averaged over
     history: Sequence[float] = field(default_factory=list)  # recent non-keyframe MAC densities, oldest first
+    camera: tuple[float, float] | None = None  # estimated camera motion (dx, dy) px/frame (--motion global), else None
 
 
 def display_size(frame_wh: tuple[int, int], *, size: tuple[int, int] | None = None, scale: float | None = None) -> tuple[int, int]:
@@ -148,6 +149,7 @@ def draw_overlay(canvas: np.ndarray, info: OverlayInfo) -> np.ndarray:
     text_w = w - spark_w - 3 * pad - 30   # room for the sparkline's scale label
     saved = max(0, info.dense_macs - info.executed_macs)
     l1 = (f"MAC density {info.mac_density:.1%}   saved {_macs(saved)} / {_macs(info.dense_macs)} MACs"
+          + ("" if info.camera is None else f"   camera {info.camera[0]:+.1f},{info.camera[1]:+.1f} px")
           + ("   [keyframe]" if info.keyframe else ""))
     fps = "-- fps" if not info.fps else f"{info.fps:.0f} fps" if info.fps >= 100 else f"{info.fps:.1f} fps"
     l2 = f"{fps}   latency {_ms(info.latency_ms)} (engine {_ms(info.engine_ms)})   dropped {info.dropped}   #{info.frame}"

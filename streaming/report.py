@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from streaming.report_render import PLOTS, TIMING_NOTE, format_text_table, layer_table, make_plots, render_html, summary_table
-from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, fail, positive_int
 
 PROG = "python -m streaming.report"
 @dataclass
@@ -81,6 +81,7 @@ class ModelRun:
     fallback: np.ndarray = None   # per frame x MAC layer: ran its dense kernel in a delta frame
     logits: np.ndarray = None
     reference: np.ndarray | None = None   # the Keras model's per-frame logits
+    camera: np.ndarray | None = None   # --motion global: per frame (dx, dy, confidence, refresh, on canvas)
     _blocks: list = field(default_factory=list)
 
     @property
@@ -89,7 +90,7 @@ class ModelRun:
 
     def finish(self) -> None:
         """Stack the blocks into the per-frame arrays."""
-        names = ("index", "keyframe", "total_ms", "dense_ms", "executed", "nonzero", "layer_ms", "fallback", "logits", "reference")
+        names = ("index", "keyframe", "total_ms", "dense_ms", "executed", "nonzero", "layer_ms", "fallback", "logits", "reference", "camera")
         for i, name in enumerate(names):
             parts = [b[i] for b in self._blocks]
             setattr(self, name, None if parts[0] is None else np.concatenate(parts))
@@ -126,16 +127,17 @@ def _blocks(src, size: int, first: int, crop=None):
         yield block
 
 
-def _load(path: str, label: str, threads: int | None, keyframe_interval: int | None) -> ModelRun:
-    from streaming.model_io import engine_from_keras_model, load_bundle_engine, load_keras_model, model_kind
+def _load(path: str, label: str, threads: int | None, keyframe_interval: int | None, motion: str = "none") -> ModelRun:
+    from streaming.model_io import apply_motion, engine_from_keras_model, load_bundle_engine, load_keras_model, model_kind
 
     kw = dict(threads=threads, keyframe_interval=keyframe_interval)
     if model_kind(path) == "keras":
         from streaming.reference import KerasReference
 
         keras_model = load_keras_model(path)
-        return ModelRun(label, path, "keras", engine_from_keras_model(keras_model, path, **kw), KerasReference(keras_model))
-    return ModelRun(label, path, "bundle", load_bundle_engine(path, **kw))
+        engine = apply_motion(engine_from_keras_model(keras_model, path, **kw), motion, path)
+        return ModelRun(label, path, "keras", engine, KerasReference(keras_model))
+    return ModelRun(label, path, "bundle", apply_motion(load_bundle_engine(path, **kw), motion, path))
 
 
 PASSES = 3   # delta, dense, profiled delta (and the Keras reference of a .keras model)
@@ -180,6 +182,7 @@ def _run_block(run: ModelRun, raw: list, bar) -> None:
         np.stack([s.executed_macs for s in stats]).astype(np.int64), np.stack([s.nonzero_deltas for s in stats]).astype(np.int64),
         np.stack(layer_ms).astype(np.float32), np.stack([s.fallback_layers for s in stats]), np.stack(logits).astype(np.float32),
         reference,
+        np.array([(s.dx, s.dy, s.confidence, s.refresh, s.on_canvas) for s in stats], np.float64) if hasattr(stats[0], "dx") else None,
     ))
 
 
@@ -270,6 +273,17 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
                             "(deltanet.stream_model.stateful_frame_model)")
     else:
         out["reference"] = "none: the model is a bundle (no Keras model to compare with)"
+    out["motion"] = "none"
+    if run.camera is not None:
+        cam = run.camera[later]
+        out["motion"] = {
+            "mode": "global",
+            "note": ("mac_density and top1_agreement describe the compensated run (streaming.canvas.MotionEngine), "
+                     "as fractions of the per-frame model's dense MACs; a canvas keyframe counts its canvas/frame area ratio"),
+            "camera_px_per_frame_mean": float(np.hypot(cam[:, 0], cam[:, 1]).mean()),
+            "frames_on_canvas": float(cam[:, 4].mean()),
+            "canvas_refreshes": int(cam[:, 3].sum()),  # canvas keyframes and detected scene cuts
+        }
     return out
 
 
@@ -293,7 +307,9 @@ def frame_rows(run: ModelRun):
             "executed_mac_density": mac_density(e.dense_macs, run.executed[t] / e.dense_macs),
             "executed_macs": int(run.executed[t].sum()), "dense_macs": dense_total,
             "latency_ms": float(run.total_ms[t]), "dense_ms": float(run.dense_ms[t]), "top1": labels[k], "score": float(p[k]),
-        }
+            **({} if run.camera is None else {"camera_dx": float(run.camera[t, 0]), "camera_dy": float(run.camera[t, 1]),
+                                              "camera_refresh": int(run.camera[t, 3])}),
+        }  # fmt: skip
 
 
 def layer_rows(run: ModelRun):
@@ -370,13 +386,14 @@ def _labels_for(paths: list[str]) -> list[str]:
 
 def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: str | None = None, threads: int | None = 1,
         warmup: int = 10, block: int = 25, keyframe_interval: int | None = None, repeat: int = 1, progress: bool = True,
-        crop=None, out=None) -> dict:
+        crop=None, motion: str = "none", out=None) -> dict:
     """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``.
 
     The source is read once, ``block`` frames at a time, each block going through every pass
     of every model (delta, dense, profiled delta, the Keras reference): memory does not grow
     with the frames beyond the per-frame results (a few hundred bytes per frame and layer).
     ``crop`` (a ``streaming.preprocess.Crop``) is cut from every frame before resizing.
+    ``motion="global"`` runs the delta engine motion-compensated (``streaming.canvas``), every model.
     """
     from tqdm import tqdm
 
@@ -396,7 +413,7 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
                 crop.box(*src.size)
             except ValueError as e:
                 raise CliError(f"--crop: {e}") from e
-        runs = [_load(p, label, threads, keyframe_interval) for p, label in zip(paths, _labels_for(paths))]
+        runs = [_load(p, label, threads, keyframe_interval, motion) for p, label in zip(paths, _labels_for(paths))]
         import numba
 
         threads_used = int(numba.get_num_threads())
@@ -456,6 +473,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--repeat", type=repeat_arg, default=1, help="play the source N times, 0: endlessly (--frames still ends it; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_crop_argument(p)
+    add_motion_argument(p)
     return p
 
 
@@ -464,7 +482,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.model, args.source, args.out, frames=args.frames, compare=args.compare, threads=args.threads,
-            warmup=args.warmup, keyframe_interval=args.keyframe_interval, repeat=args.repeat, progress=not args.quiet, crop=args.crop)
+            warmup=args.warmup, keyframe_interval=args.keyframe_interval, repeat=args.repeat, progress=not args.quiet, crop=args.crop,
+            motion=args.motion)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:

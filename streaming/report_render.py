@@ -111,6 +111,14 @@ def make_plots(runs: list) -> dict[str, bytes]:
     a1.yaxis.set_major_formatter(PercentFormatter(1.0))
     a1.set_ylabel("MAC density")
     a1.legend(fontsize=8)
+    moving = [(i, r) for i, r in enumerate(runs) if r.camera is not None]
+    if moving:  # --motion global: the estimated camera motion on a second axis
+        a3 = a1.twinx()
+        for i, r in moving:
+            a3.plot(range(len(r.camera)), np.hypot(r.camera[:, 0], r.camera[:, 1]), color=f"C{i}", lw=0.9, ls=":",
+                    label=f"{r.label}: camera motion")  # fmt: skip
+        a3.set_ylabel("camera px/frame (estimated)")
+        a3.legend(fontsize=8, loc="upper right")
     a1.grid(alpha=0.3)
     a2.set_ylabel("ms per frame (this machine)")
     a2.set_xlabel("frame")
