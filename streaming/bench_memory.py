@@ -14,7 +14,6 @@ the process's high-water mark (``ru_maxrss``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,6 +21,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from deltanet.cli import ArgumentParser
+from streaming.contenders import CONTENDERS
 
 MB = 1024 * 1024
 
@@ -76,8 +78,8 @@ def _build(name: str, artifact: Path, threads: int, granularity: dict):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m streaming.bench_memory", description="Resident memory of one bench contender (internal).")
-    p.add_argument("--contender", required=True, help="a streaming.contenders.CONTENDERS name")
+    p = ArgumentParser(prog="python -m streaming.bench_memory", description="Resident memory of one bench contender (internal).")
+    p.add_argument("--contender", required=True, choices=CONTENDERS, help="which contender (required)")
     p.add_argument("--artifact", required=True, type=Path, help="what to build it from (bundle, .keras, .tflite, .onnx)")
     p.add_argument("--frames", required=True, type=Path, help="an .npy of prepared frames to run")
     p.add_argument("--threads", type=int, default=2, help="threads (default 2)")

@@ -21,25 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-def _moving_square(n, size=48, seed=8):
-    """A static textured scene with sensor noise and a moving bright square."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0, 255, (size, size, 3))
-    frames = np.empty((n, size, size, 3), np.uint8)
-    for t in range(n):
-        f = base + rng.normal(0, 3, base.shape)
-        y, x = 3 + (t // 3) % (size - 10), 2 + t % (size - 9)
-        f[y : y + 6, x : x + 6] = 250
-        frames[t] = np.clip(f, 0, 255)
-    return frames
-
-
 def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     from fakes import write_video
+    from test_engine import static_camera_frames
 
     model = deltanet.build_model(3, arch="tiny", size=32, threshold=0.05)
     model.save(tmp_path / "m.keras")
-    write_video(tmp_path / "clip.avi", _moving_square(40), fps=25)
+    write_video(tmp_path / "clip.avi", static_camera_frames(40, size=48, seed=8), fps=25)
     out = tmp_path / "bench.json"
     r = subprocess.run(
         [sys.executable, "-m", "streaming.bench", "--model", str(tmp_path / "m.keras"), "--source", str(tmp_path / "clip.avi"),
