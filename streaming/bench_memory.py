@@ -7,7 +7,7 @@ artifact the benchmark wrote (a bundle for the engines, ``.keras`` for Keras, th
 file for TFLite / ONNX Runtime: ``built``), then it runs the frames (``after_run``: buffers and arenas
 that exist only once it ran). ``growth_mb`` is ``after_run - baseline``: the runtime's libraries, its
 model and its buffers, i.e. what a process that runs only this contender would add. ``peak_mb`` is
-the process's high-water mark (``ru_maxrss``).
+the process's high-water mark (``VmHWM``; ``None`` off Linux).
 
 ``measure_rss`` runs ``python -m streaming.bench_memory`` and reads the JSON line it prints.
 """
@@ -49,6 +49,17 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _peak_rss() -> int | None:
+    """The process's resident high-water mark (Linux ``VmHWM``; ``ru_maxrss`` would include the forking parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _build(name: str, artifact: Path, threads: int, granularity: dict):
     from streaming import contenders as c
 
@@ -85,8 +96,6 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     p.add_argument("--granularity", default="{}", help="the delta engine's kernel choice per layer, JSON (default {})")
     args = p.parse_args(argv)
-    import resource
-
     frames = np.load(args.frames)
     baseline = _rss()
     contender = _build(args.contender, args.artifact, args.threads, json.loads(args.granularity))
@@ -94,9 +103,10 @@ def main(argv=None) -> int:
     for f in frames:
         contender.run(f)
     after = _rss()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss()
     print(json.dumps({"baseline_mb": baseline / MB, "built_mb": built / MB, "after_run_mb": after / MB,
-                      "growth_mb": (after - baseline) / MB, "peak_mb": peak / MB}))
+                      "growth_mb": (after - baseline) / MB,
+                      "peak_mb": peak / MB if peak is not None else None}))
     return 0
 
 
