@@ -93,3 +93,11 @@ def test_paired_speedup_is_the_median_of_per_block_ratios():
     assert vs_keras["against"] == "keras_nojit" and vs_keras["paired"] == 1.0
     with pytest.raises(ValueError):
         paired_ratios(base, other[:2])
+
+
+def test_a_missing_runtime_is_unavailable_not_a_crash(monkeypatch):
+    from streaming import contenders
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(contenders.Unavailable, match="onnxruntime is not installed"):
+        contenders.onnx_contender(b"", 1)
