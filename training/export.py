@@ -66,11 +66,11 @@ from pathlib import Path
 from deltanet.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int, quiet_stderr_fd
 from training.export_check import ONNX_STATE_OUT_SUFFIX, CheckFailed, check_clip, check_export, compare, describe_check  # noqa: F401
 from training.export_check import log as _log
+from deltanet.onnx_export import ONNX_OPSET, first_line as _first_line
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx", "bundle")
 #: Max allowed (max abs error / max abs reference logit) of each format's check.
 TOLERANCES = {"keras": 1e-5, "savedmodel": 1e-5, "tflite": 1e-3, "onnx": 1e-4, "bundle": 1e-4}
-ONNX_OPSET = 17
 FAIL_HOOK_ENV = "DELTANET_EXPORT_FAIL_AFTER_WRITE"
 PARTIAL_MARK = ".partial-"
 PROG = "python -m training.export"
@@ -122,53 +122,15 @@ def _write_tflite(clip_model, stream_model, path: Path, work: Path):
 
 
 def _write_onnx(clip_model, stream_model, path: Path, work: Path):
-    import tensorflow as tf
-
-    try:
-        with quiet_stderr_fd():
-            import tf2onnx
-    except Exception as e:  # noqa: BLE001 - e.g. a protobuf that tf2onnx cannot use
-        raise CliError(f"onnx export needs tf2onnx, which fails to import here: {_first_line(e)}") from e
-    tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
-    inputs = stream_model.input
-    names = list(inputs)
-    specs = [tf.TensorSpec(inputs[k].shape, inputs[k].dtype, name=k) for k in names]
-    out_names = sorted(stream_model.output)
-
-    def per_frame(*args):
-        # A flat signature and a list output: tf2onnx 1.17 mishandles dict-structured tf.functions.
-        outputs = stream_model(dict(zip(names, args)), training=False)
-        return [outputs[k] for k in out_names]
-
-    function = tf.function(per_frame, input_signature=specs)
-    try:
-        with quiet_stderr_fd():
-            model_proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=ONNX_OPSET)
-    except Exception as e:  # noqa: BLE001 - tf2onnx raises many types
-        raise CliError(f"tf2onnx {tf2onnx.__version__} cannot convert {stream_model.name}: {_first_line(e)}") from e
+    from deltanet.onnx_export import OnnxUnavailable, keras_to_onnx
     from deltanet.stream_model import LOGITS_OUTPUT
 
-    final = [k if k == LOGITS_OUTPUT else k + ONNX_STATE_OUT_SUFFIX for k in out_names]
-    _rename_onnx_outputs(model_proto, final)
+    rename = {k: k + ONNX_STATE_OUT_SUFFIX for k in stream_model.output if k != LOGITS_OUTPUT}
+    try:
+        model_proto = keras_to_onnx(stream_model, rename, opset=ONNX_OPSET)
+    except OnnxUnavailable as e:
+        raise CliError(f"onnx export: {e}") from e
     path.write_bytes(model_proto.SerializeToString())
-
-
-def _rename_onnx_outputs(model_proto, new_names: list[str]) -> None:
-    """Give the graph outputs (in order) the names ``new_names`` (tf2onnx calls them Identity:0...)."""
-    graph = model_proto.graph
-    if len(graph.output) != len(new_names):
-        raise CheckFailed(f"tf2onnx produced {len(graph.output)} outputs, expected {len(new_names)}")
-    mapping = {o.name: n for o, n in zip(graph.output, new_names)}
-    for node in graph.node:
-        for i, name in enumerate(node.output):
-            if name in mapping:
-                node.output[i] = mapping[name]
-        for i, name in enumerate(node.input):
-            if name in mapping:
-                node.input[i] = mapping[name]
-    for value in list(graph.value_info) + list(graph.output):
-        if value.name in mapping:
-            value.name = mapping[value.name]
 
 
 def _write_bundle(clip_model, stream_model, path: Path, work: Path):
@@ -182,11 +144,6 @@ def _write_bundle(clip_model, stream_model, path: Path, work: Path):
 
 
 WRITERS = {"keras": _write_keras, "bundle": _write_bundle, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 # --- files --------------------------------------------------------------------------------------
