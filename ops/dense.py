@@ -31,11 +31,12 @@ def _im2col(x, kh, kw, stride, pad_top, pad_left, out_h, out_w, col):
 
 
 @njit_mac
-def _depthwise_dense(x, w, stride, pad_top, pad_left, bias, out):
-    """Dense DepthwiseConv2D of one HWC frame into ``out`` (Ho, Wo, C*M), bias included.
+def _depthwise_dense(x, w, stride, pad_top, pad_left, out):
+    """Dense DepthwiseConv2D of one HWC frame into ``out`` (Ho, Wo, C*M), no bias.
 
-    Each output pixel starts at the bias and takes one pass over its channels per tap in
-    range, the channel loop innermost (contiguous in ``x``, ``w`` and ``out``: it vectorizes).
+    Each output pixel takes one pass over its channels per tap in range, the channel loop
+    innermost (contiguous in ``x``, ``w`` and ``out``: it vectorizes); each output sums its
+    taps in row-major order and gets its bias afterwards (``_conv_dense``, no fastmath).
     A multiplier ``M > 1`` (rare) spreads each input channel over ``M`` outputs."""
     in_h, in_w, c = x.shape
     kh, kw, _, m = w.shape
@@ -44,7 +45,7 @@ def _depthwise_dense(x, w, stride, pad_top, pad_left, bias, out):
     for oy in range(out_h):
         for ox in range(out_w):
             for k in range(cm):
-                out[oy, ox, k] = bias[k]
+                out[oy, ox, k] = 0.0
             for ky in range(kh):
                 iy = oy * stride + ky - pad_top
                 if iy < 0 or iy >= in_h:
@@ -72,9 +73,8 @@ def _conv_dense(x, w, stride, pad_top, pad_left, bias, acc, col, depthwise, poin
     kh, kw, cin, cout = w.shape
     acc2 = acc.reshape((oh * ow, oc))
     if depthwise:
-        _depthwise_dense(x, w, stride, pad_top, pad_left, bias, acc)
-        return
-    if pointwise:
+        _depthwise_dense(x, w, stride, pad_top, pad_left, acc)
+    elif pointwise:
         _matmul(x.reshape((oh * ow, cin)), w.reshape((cin, cout)), acc2)
     else:
         cols = col[: oh * ow * kh * kw * cin].reshape((oh * ow, kh * kw * cin))

@@ -42,8 +42,10 @@ def test_dense_delta_and_profiled_frames_agree_on_every_op(mode):
     plan = to_plan(clip)
     assert {"pad", "pool", "concat", "add", "affine", "flatten", "activation", "depthwise", "conv2d"} <= {s["op"] for s in plan.steps}
     frames = static_camera_frames(40, size=24, seed=9)
-    delta, sd = DeltaEngine(plan).run(frames)
-    profiled, sp = DeltaEngine(plan, profile=True).run(frames)
+    # the delta kernels against the dense ones: no dense fallback in delta frames (a layer whose
+    # whole input changed would run dense; tests/test_fallback.py checks that mix)
+    delta, sd = DeltaEngine(plan, fallback=False).run(frames)
+    profiled, sp = DeltaEngine(plan, fallback=False, profile=True).run(frames)
     dense, sk = DeltaEngine(plan, keyframe_interval=1).run(frames)  # every frame a dense pass
     # profiling only reads a clock: the very same results
     np.testing.assert_array_equal(delta, profiled)
