@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -61,42 +60,13 @@ def build_parser() -> ArgumentParser:
 
 
 def _tflite(per_frame, calib_frames: np.ndarray | None, threads: int):
-    """A TFLite interpreter of ``per_frame``: fp32, or full-integer int8 calibrated on ``calib_frames``."""
-    import tensorflow as tf
+    """A TFLite interpreter of ``per_frame``: fp32, or full-integer int8 calibrated on ``calib_frames`` -- the very
+    conversion ``streaming.bench`` times (``streaming.contenders``: ``from_keras_model``, whose graph XNNPACK runs
+    in one piece; a concrete-function conversion kept the weights as variable reads and ran ~30x slower)."""
+    from streaming.contenders import tflite_contender, tflite_flatbuffer
 
     shape = tuple(per_frame.input.shape[1:])
-
-    @tf.function(input_signature=[tf.TensorSpec((1,) + shape, tf.float32)])
-    def serve(x):
-        return per_frame(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], per_frame)
-    if calib_frames is not None:
-        converter = tf.lite.TFLiteConverter.from_keras_model(per_frame)  # the calibrator needs frozen variables
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([f[None].astype(np.float32)] for f in calib_frames)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    content = converter.convert()
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=content, num_threads=threads)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    in_scale, in_zero = inp["quantization"]
-    out_scale, out_zero = out["quantization"]
-
-    def run(frame: np.ndarray) -> np.ndarray:
-        x = frame[None].astype(np.float32)
-        if calib_frames is not None:
-            x = np.clip(np.round(x / in_scale + in_zero), -128, 127).astype(np.int8)
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        y = interp.get_tensor(out["index"])[0]
-        return (y.astype(np.float32) - out_zero) * out_scale if calib_frames is not None else y
-
-    return run
+    return tflite_contender(tflite_flatbuffer(per_frame, shape, calibration=calib_frames), threads).run
 
 
 def _compare(logits: np.ndarray, teacher: np.ndarray) -> dict:
@@ -138,7 +108,6 @@ def _time(contenders: dict, frames: np.ndarray, block: int) -> dict:
 
 def run(args, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     import_tensorflow_quietly()
-    import keras
 
     import deltanet
     from deltanet import calibrate as cal
