@@ -216,6 +216,16 @@ def test_split_separable_same_function_and_engine_density_matches_keras():
     assert density.mac_density(engine.dense_macs, executed / engine.dense_macs) == pytest.approx(keras_density, rel=0.06)
 
 
+def _assert_engine_matches_keras(clip, size: int) -> None:
+    """The engine's per-frame logits on a small moving-square video equal the Keras clip model's (1e-4 of the largest)."""
+    video = _video(6, 40, 48)
+    frames = np.stack([to_model_input(f, (size, size, 3)) for f in video])
+    keras_logits = deltanet.frame_logits_model(clip).predict(frames[None].astype(np.float32), verbose=0)[0]
+    engine_logits, _ = DeltaEngine.from_keras(clip).run(video)
+    scale = np.abs(keras_logits).max()
+    np.testing.assert_allclose(engine_logits / scale, keras_logits / scale, atol=1e-4)
+
+
 def test_keras_applications_backbone_deltafies_and_runs_in_engine_like_keras():
     """``--arch keras.applications.ResNet50`` (random init: nothing downloads): the backbone without its ImageNet
     top, a Dense head, deltafied; the engine reproduces the Keras delta model on a video (ZeroPadding2D, stride-2
@@ -228,12 +238,7 @@ def test_keras_applications_backbone_deltafies_and_runs_in_engine_like_keras():
     # weights (with threshold 0.02 this untrained 50-layer net gave 1e-6 for some initialisations and 0.43 of the
     # largest logit for others, while Keras XLA vs TF kernels agreed to 1e-6: open, docs/STATUS.md)
     clip = deltanet.clip_classifier(frame, threshold=0.0)
-    video = _video(6, 40, 48)
-    frames = np.stack([to_model_input(f, (32, 32, 3)) for f in video])
-    keras_logits = deltanet.frame_logits_model(clip).predict(frames[None].astype(np.float32), verbose=0)[0]
-    engine_logits, _ = DeltaEngine.from_keras(clip).run(video)
-    scale = np.abs(keras_logits).max()
-    np.testing.assert_allclose(engine_logits / scale, keras_logits / scale, atol=1e-4)
+    _assert_engine_matches_keras(clip, 32)
 
 
 def test_keras_applications_arch_errors():
@@ -256,9 +261,4 @@ def test_resnet18_arch_macs_and_engine_match_keras():
     macs = sum(plan.dense_macs(s) for s in plan.mac_steps())
     assert 1.75e9 < macs < 1.9e9, macs
     clip = build_model(4, arch="resnet18", size=32, width=0.25, threshold=0.02)
-    video = _video(6, 40, 48)
-    frames = np.stack([to_model_input(f, (32, 32, 3)) for f in video])
-    keras_logits = deltanet.frame_logits_model(clip).predict(frames[None].astype(np.float32), verbose=0)[0]
-    engine_logits, _ = DeltaEngine.from_keras(clip).run(video)
-    scale = np.abs(keras_logits).max()
-    np.testing.assert_allclose(engine_logits / scale, keras_logits / scale, atol=1e-4)
+    _assert_engine_matches_keras(clip, 32)
