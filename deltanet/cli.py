@@ -125,6 +125,16 @@ def add_motion_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tuning_argument(parser: argparse.ArgumentParser) -> None:
+    """The one ``--tuning`` option of every CLI that runs the delta engine (``streaming.tuning.use_tuning``)."""
+    parser.add_argument(
+        "--tuning", default="auto", metavar="auto|none|PATH",
+        help="the engine's measured kernel choice and dense-fallback break-evens (python -m streaming.tune, or "
+        "streaming.bench --save-tuning): auto uses MODEL.tuning.json (tuning.json in a bundle) if it exists, "
+        "none the untuned defaults",
+    )
+
+
 class _DefaultsFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help text already states it."""
 

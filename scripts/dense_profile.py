@@ -36,15 +36,16 @@ def main(argv=None) -> int:
 
     import deltanet
     from ops import interpreter as ip
-    from streaming.bench import _read_frames, _tflite_runner
+    from streaming.bench import read_frames
+    from streaming.contenders import tflite_runner
     from streaming.convert import to_plan
     from streaming.engine import DeltaEngine
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     clip_model = deltanet.load_model(args.model)
     plan = to_plan(clip_model)
-    clip = _read_frames(args.source, args.frames, plan.input_shape)
-    tflite = _tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
+    clip = read_frames(args.source, args.frames, plan.input_shape)
+    tflite = tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
     dense = DeltaEngine(plan, mode="dense", threads=args.threads)
     profiled = DeltaEngine(plan, mode="dense", threads=args.threads, profile=True)
     with threadpool_limits(limits=args.blas_threads, user_api="blas"):

@@ -60,13 +60,12 @@ def evaluate_clip(plan, tflite, frames: np.ndarray, tuning: int, threads: int, b
     from streaming.bench import rel_logit_error
 
     from streaming.engine import DeltaEngine
-    from streaming.tuning import tune_fallback, tune_granularity
+    from streaming.tuning import tune as tune_engine
 
     tune, timed = frames[:tuning], frames[tuning:]
-    gran = tune_granularity(plan, tune, threads=threads)
-    on = DeltaEngine(plan, granularity=gran, threads=threads)
+    on = DeltaEngine(plan, threads=threads)
     t0 = time.perf_counter()
-    on.breakeven = tune_fallback(on)
+    tune_engine(on, tune)  # kernel choice on the tuning frames, then the break-evens
     tune_s = time.perf_counter() - t0
     off = on.clone(fallback=False)
     dense = DeltaEngine(plan, mode="dense", threads=threads)
@@ -113,7 +112,7 @@ def evaluate_clip(plan, tflite, frames: np.ndarray, tuning: int, threads: int, b
     return {
         "frames_timed": len(timed),
         "frames_tuning": len(tune),
-        "fallback_tuning_s": tune_s,
+        "tuning_s": tune_s,  # kernel choice and break-evens
         "breakeven": {k: (v if math.isfinite(v) else None) for k, v in on.breakeven.items()},  # None: never
         "ms_per_frame": {name: _stats(t[1:] if name in stats else t) for name, t in times.items()},
         "speedup": {  # medians of per-block ratios: how much faster the first is
@@ -201,23 +200,24 @@ def main(argv=None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         import deltanet
-        from streaming.bench import _read_frames, _tflite_runner, float32_floor
+        from streaming.bench import read_frames
+        from streaming.bench_exactness import float32_floor
+        from streaming.contenders import tflite_runner
         from streaming.convert import to_plan
 
         clip_model = deltanet.load_model(args.model)
         plan = to_plan(clip_model)
-        tflite = _tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
-        frames_model = deltanet.frame_logits_model(clip_model)
+        tflite = tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
         load_before = os.getloadavg()
         results = {"model": args.model, "threads": args.threads, "block": args.block, "clips": {},
                    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "command": "python scripts/fallback_eval.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
         for name, camera in clips:
-            frames = _read_frames(str(data / name), args.frames, plan.input_shape)
+            frames = read_frames(str(data / name), args.frames, plan.input_shape)
             if len(frames) <= args.tuning_frames + 1:
                 raise CliError(f"{name}: {len(frames)} frames, need more than --tuning-frames + 1")
             log(f"{name}: {len(frames)} frames ({args.tuning_frames} for tuning)")
-            keras_logits, floor = float32_floor(frames_model, frames[args.tuning_frames :])
+            keras_logits, floor = float32_floor(clip_model, frames[args.tuning_frames :])
             r = evaluate_clip(plan, tflite, frames, args.tuning_frames, args.threads, args.block, keras_logits)
             r["float32_floor"] = floor
             r["camera"] = camera

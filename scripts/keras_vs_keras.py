@@ -32,11 +32,11 @@ def _child(model: str, source: str, frames: int, out: str) -> None:
 
     import_tensorflow_quietly()
     import deltanet
-    from streaming.bench import _read_frames
+    from streaming.bench import read_frames
 
     clip_model = deltanet.load_model(model)
     shape = clip_model.input_shape[2:4]
-    clip = _read_frames(source, frames, shape)
+    clip = read_frames(source, frames, shape)
     logits = deltanet.frame_logits_model(clip_model).predict(clip[None].astype(np.float32), verbose=0, batch_size=1)[0]
     np.save(out, logits)
 

@@ -96,7 +96,7 @@ def evaluate(model: str, rows: list[dict], *, frames: int, threads: int, block: 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import deltanet
-    from streaming.bench import _tflite_runner
+    from streaming.contenders import tflite_runner
     from streaming.canvas import MotionEngine
     from streaming.convert import to_plan
     from streaming.engine import DeltaEngine
@@ -106,7 +106,7 @@ def evaluate(model: str, rows: list[dict], *, frames: int, threads: int, block: 
     plan = to_plan(clip_model)
     shape = plan.input_shape
     per_frame = deltanet.per_frame_model(clip_model)
-    tflite = _tflite_runner(per_frame, threads, shape)
+    tflite = tflite_runner(per_frame, threads, shape)
     clips = [(r, read_clip(r["file"], frames, shape)) for r in rows]
     tune_on = next((c for r, c in clips if r["kind"] == "moving"), clips[0][1])
     gran = tune_granularity(plan, tune_on[:60], threads=threads)

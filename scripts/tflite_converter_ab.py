@@ -27,12 +27,12 @@ def main() -> None:
 
     import deltanet
     from streaming import contenders as c
-    from streaming.bench import _read_frames
+    from streaming.bench import read_frames
     from streaming.convert import to_plan
 
     model = deltanet.load_model(args.model)
     shape = to_plan(model).input_shape
-    clip = _read_frames(args.source, 100, shape)
+    clip = read_frames(args.source, 100, shape)
     per_frame = deltanet.per_frame_model(model)
 
     @tf.function(input_signature=[tf.TensorSpec((1,) + tuple(shape), tf.float32)])

@@ -77,10 +77,12 @@ def build_parser() -> ArgumentParser:
     add_crop_argument(p)
     add_motion_argument(p)
     p.add_argument("--no-fallback", action="store_true", help="delta engine without the per-layer dense fallback (default: on, break-evens measured)")
+    p.add_argument("--save-tuning", default=None, metavar="PATH",
+                   help="also write the delta engine's measured tuning here, for streaming.live/report --tuning (e.g. MODEL.tuning.json)")
     return p
 
 
-def _read_frames(source: str, n: int, shape: tuple[int, int, int], crop=None) -> np.ndarray:
+def read_frames(source: str, n: int, shape: tuple[int, int, int], crop=None) -> np.ndarray:
     """The first ``n`` frames of ``source`` as model inputs of ``shape`` (``crop`` cut out first)."""
     from streaming.preprocess import crop_image, to_model_input
     from streaming.sources import SourceError, open_source
@@ -187,12 +189,14 @@ def _memory(engines, artifacts: dict, tune: np.ndarray, threads: int, granularit
 
 def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, threads: int = 2, warmup: int = 10, block: int = 25,
         granularity: str = "auto", skip: tuple = (), memory: str = "subprocess", json_out: str | None = None, crop=None,
-        log=print, motion: str = "none", fallback: bool = True) -> dict:
+        log=print, motion: str = "none", fallback: bool = True, save_tuning_to: str | None = None) -> dict:
     """Run the benchmark; returns (and optionally writes) the results dict."""
     from deltanet.cli import import_tensorflow_quietly
 
     if not Path(model).is_file():
         raise CliError(f"--model: no such file: {model}")
+    if save_tuning_to and not Path(save_tuning_to).resolve().parent.is_dir():
+        raise CliError(f"--save-tuning: folder {Path(save_tuning_to).parent} does not exist")
     import_tensorflow_quietly()
     import tensorflow as tf
 
@@ -203,7 +207,8 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     from streaming.convert import ConversionError, to_plan
     from streaming.engine import DeltaEngine
     from streaming.model_io import apply_motion
-    from streaming.tuning import tune_fallback, tune_granularity
+    from streaming.tuning import save_tuning, tune_fallback, tuning_record
+    from streaming.tuning import tune as tune_engine
 
     try:
         clip_model = deltanet.load_model(model)
@@ -213,7 +218,7 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     except (ValueError, OSError) as e:
         raise CliError(f"cannot load model {model}: {e}") from e
     shape = plan.input_shape
-    clip = _read_frames(source, tune_frames + frames, shape, crop)
+    clip = read_frames(source, tune_frames + frames, shape, crop)
     if len(clip) < tune_frames + 2:
         raise CliError(f"{source}: {len(clip)} frames, need --tune-frames {tune_frames} + at least 2 to time")
     tune, timed = clip[:tune_frames], clip[tune_frames:]
@@ -232,13 +237,17 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     except ImportError:  # optional: without it BLAS uses its own default
         threadpool_limits, blas_limit = None, None
 
-    gran = granularity
+    # The kernel choice is measured on the tuning frames, the dense fallback's per-layer
+    # break-evens on synthetic deltas (streaming.tuning): nothing timed below is tuned on.
+    delta = DeltaEngine(plan, granularity="element" if granularity == "auto" else granularity, threads=threads, fallback=fallback)
     if granularity == "auto":
-        gran = tune_granularity(plan, tune, threads=threads)
-        log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
-    delta = DeltaEngine(plan, granularity=gran, threads=threads, fallback=fallback)
-    if fallback:  # the dense fallback's per-layer break-evens, measured on synthetic deltas (nothing timed)
+        tune_engine(delta, tune)
+    elif fallback:
         delta.breakeven = tune_fallback(delta)
+    gran = delta.granularity
+    log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
+    if save_tuning_to:
+        log(f"tuning saved: {save_tuning(tuning_record(delta, len(tune)), save_tuning_to)}")
     breakeven = {k: (None if not np.isfinite(v) else float(v)) for k, v in delta.breakeven.items()} if fallback else None  # None: never
     delta = apply_motion(delta, motion, model)  # --motion global: streaming.canvas (the profile below is the plain engine's)
     dense = DeltaEngine(plan, mode="dense", threads=threads)
@@ -397,7 +406,7 @@ def main(argv=None) -> int:
     try:
         run(args.model, args.source, frames=args.frames, tune_frames=args.tune_frames, threads=args.threads, warmup=args.warmup,
             block=args.block, granularity=args.granularity, skip=skip, memory=args.memory, json_out=args.json, crop=args.crop,
-            log=lambda m: print(m, file=sys.stderr), motion=args.motion, fallback=not args.no_fallback)
+            log=lambda m: print(m, file=sys.stderr), motion=args.motion, fallback=not args.no_fallback, save_tuning_to=args.save_tuning)
     except CliError as e:
         return fail(parser.prog, str(e))
     return 0

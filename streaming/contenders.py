@@ -111,6 +111,11 @@ def tflite_contender(content: bytes, threads: int) -> Contender:
     return Contender(run, runtime)
 
 
+def tflite_runner(per_frame, threads: int, shape) -> Callable[[np.ndarray], np.ndarray]:
+    """``frame -> logits`` of ``per_frame`` in TFLite fp32 (the scripts' one-contender shortcut)."""
+    return tflite_contender(tflite_flatbuffer(per_frame, shape), threads).run
+
+
 def onnx_bytes(per_frame) -> bytes:
     """The per-frame model as ONNX (``deltanet.onnx_export``, the converter ``training.export`` uses)."""
     import keras

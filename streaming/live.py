@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, fail, nonneg_float, positive_float, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, add_tuning_argument, fail, nonneg_float, positive_float, positive_int
 from streaming import prediction
 
 PROG = "python -m streaming.live"
@@ -254,6 +254,7 @@ def run(
     repeat: int = 1,
     crop=None,
     motion: str = "none",
+    tuning: str = "auto",
     out=None,
     err=None,
 ) -> dict:
@@ -274,6 +275,7 @@ def run(
     from streaming.overlay import OverlayInfo, compose, display_size
     from streaming.preprocess import crop_image
     from streaming.sources import SourceError, open_source, quiet_backend_logs
+    from streaming.tuning import use_tuning
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -299,7 +301,9 @@ def run(
         src.close()
         raise CliError(f"--crop: {e}") from e
     try:
-        engine = apply_motion(load_engine(model, threads=threads, keyframe_interval=keyframe_interval), motion, model)
+        engine = load_engine(model, threads=threads, keyframe_interval=keyframe_interval)
+        use_tuning(engine, tuning, model, log=lambda m: print(m, file=err))
+        engine = apply_motion(engine, motion, model)
         engine.warmup()   # compile the kernels before the first frame is timed
         if region is not None:
             try:
@@ -518,6 +522,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--region-lambda", type=nonneg_float, default=4.0, help="threshold divisor 1 + lambda inside the region (default 4)")
     add_crop_argument(p)
     add_motion_argument(p)
+    add_tuning_argument(p)
     return p
 
 
@@ -529,7 +534,7 @@ def main(argv=None) -> int:
             record=args.record, snapshot=args.snapshot, threads=args.threads, size=args.size, scale=args.scale,
             hold_ms=args.hold_ms, realtime=args.realtime, keyframe_interval=args.keyframe_interval,
             json_lines=True if args.json else None, region=args.region, region_lambda=args.region_lambda,
-            repeat=args.repeat, crop=args.crop, motion=args.motion)
+            repeat=args.repeat, crop=args.crop, motion=args.motion, tuning=args.tuning)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:   # during start-up (the frame loop handles its own)

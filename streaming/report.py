@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from streaming.report_render import PLOTS, TIMING_NOTE, format_text_table, layer_table, make_plots, render_html, summary_table
-from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, fail, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, add_tuning_argument, fail, positive_int
 
 PROG = "python -m streaming.report"
 @dataclass
@@ -68,6 +68,7 @@ class ModelRun:
     kind: str
     engine: object
     keras: object = None   # streaming.reference.KerasReference of a .keras model, else None
+    tuning: str = None     # the tuning file applied (streaming.tuning.use_tuning), None: untuned defaults
     dense: object = None
     profiled: object = None
     # per frame (rows) and per frame x MAC layer, after finish()
@@ -127,17 +128,25 @@ def _blocks(src, size: int, first: int, crop=None):
         yield block
 
 
-def _load(path: str, label: str, threads: int | None, keyframe_interval: int | None, motion: str = "none") -> ModelRun:
+def _load(path: str, label: str, threads: int | None, keyframe_interval: int | None, motion: str = "none", tuning: str = "auto") -> ModelRun:
     from streaming.model_io import apply_motion, engine_from_keras_model, load_bundle_engine, load_keras_model, model_kind
+    from streaming.tuning import use_tuning
 
     kw = dict(threads=threads, keyframe_interval=keyframe_interval)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if model_kind(path) == "keras":
         from streaming.reference import KerasReference
 
         keras_model = load_keras_model(path)
-        engine = apply_motion(engine_from_keras_model(keras_model, path, **kw), motion, path)
-        return ModelRun(label, path, "keras", engine, KerasReference(keras_model))
-    return ModelRun(label, path, "bundle", apply_motion(load_bundle_engine(path, **kw), motion, path))
+        engine = engine_from_keras_model(keras_model, path, **kw)
+        tuned = use_tuning(engine, tuning, path, log)
+        run = ModelRun(label, path, "keras", apply_motion(engine, motion, path), KerasReference(keras_model))
+    else:
+        engine = load_bundle_engine(path, **kw)
+        tuned = use_tuning(engine, tuning, path, log)
+        run = ModelRun(label, path, "bundle", apply_motion(engine, motion, path))
+    run.tuning = str(tuned) if tuned else None
+    return run
 
 
 PASSES = 3   # delta, dense, profiled delta (and the Keras reference of a .keras model)
@@ -273,6 +282,7 @@ def summarize(run: ModelRun, source: str, threads_used: int) -> dict:
                             "(deltanet.stream_model.stateful_frame_model)")
     else:
         out["reference"] = "none: the model is a bundle (no Keras model to compare with)"
+    out["tuning"] = run.tuning
     out["motion"] = "none"
     if run.camera is not None:
         cam = run.camera[later]
@@ -386,7 +396,7 @@ def _labels_for(paths: list[str]) -> list[str]:
 
 def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: str | None = None, threads: int | None = 1,
         warmup: int = 10, block: int = 25, keyframe_interval: int | None = None, repeat: int = 1, progress: bool = True,
-        crop=None, motion: str = "none", out=None) -> dict:
+        crop=None, motion: str = "none", tuning: str = "auto", out=None) -> dict:
     """Write the report into ``out_dir``; returns the report.json dict. Prints the summary table on ``out``.
 
     The source is read once, ``block`` frames at a time, each block going through every pass
@@ -413,7 +423,7 @@ def run(model: str, source: str, out_dir: str, *, frames: int = 300, compare: st
                 crop.box(*src.size)
             except ValueError as e:
                 raise CliError(f"--crop: {e}") from e
-        runs = [_load(p, label, threads, keyframe_interval, motion) for p, label in zip(paths, _labels_for(paths))]
+        runs = [_load(p, label, threads, keyframe_interval, motion, tuning) for p, label in zip(paths, _labels_for(paths))]
         import numba
 
         threads_used = int(numba.get_num_threads())
@@ -474,6 +484,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_crop_argument(p)
     add_motion_argument(p)
+    add_tuning_argument(p)
     return p
 
 
@@ -483,7 +494,7 @@ def main(argv=None) -> int:
     try:
         run(args.model, args.source, args.out, frames=args.frames, compare=args.compare, threads=args.threads,
             warmup=args.warmup, keyframe_interval=args.keyframe_interval, repeat=args.repeat, progress=not args.quiet, crop=args.crop,
-            motion=args.motion)
+            motion=args.motion, tuning=args.tuning)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:

@@ -9,13 +9,23 @@ is a per-frame parameter of the interpreter, so one profiled engine measures eve
 The dense fallback's break-even (``DeltaEngine(..., breakeven=)``) is measured per layer too,
 on synthetic deltas rather than frames (a clip rarely spans the densities needed): the
 layer's chosen delta kernel at several densities against its dense kernel.
+
+Both together are a *tuning* (:func:`tune`): a small JSON record (:func:`save_tuning`) that
+``streaming.bench --save-tuning`` and ``python -m streaming.tune`` write and ``streaming.live`` /
+``streaming.report`` / ``training.evaluate --streaming`` load (``--tuning``; by default the file
+saved beside the model, :func:`tuning_path`), so a deployed engine runs the kernels that were
+measured on frames it never times, instead of the untuned defaults (element-wise kernels, fall
+back only when a layer's whole input changed).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+import json
 import math
+import os
+from pathlib import Path
+
+import numpy as np
 
 from streaming.engine import GRANULARITIES, KERNEL_CHOICES, DeltaEngine
 from streaming.plan import Plan
@@ -96,3 +106,94 @@ def tune_fallback(engine: DeltaEngine, densities=FALLBACK_DENSITIES, reps: int =
             dense_ns = min(dense_ns, float(scratch.time_mac_layer(i, None, reps).min()))
         out[m.name] = crossover(fractions, delta_ns, dense_ns)
     return out
+
+
+#: bumped when the record's meaning changes; older records are refused, not guessed at
+TUNING_VERSION = 1
+
+
+def tune(engine: DeltaEngine, frames: np.ndarray) -> dict:
+    """Measure ``engine``'s kernel choice on ``frames`` and its fallback break-evens, apply both
+    to ``engine``, and return them as a tuning record (:func:`save_tuning`)."""
+    engine.granularity = tune_granularity(engine.plan, frames, threads=engine.threads)
+    if engine.fallback:
+        engine.breakeven = tune_fallback(engine)
+    return tuning_record(engine, len(frames))
+
+
+def tuning_record(engine: DeltaEngine, tuning_frames: int) -> dict:
+    """``engine``'s kernel choice and break-evens as a JSON-able record (``None``: never fall back)."""
+    return {
+        "version": TUNING_VERSION,
+        "threads": engine.threads,
+        "tuning_frames": int(tuning_frames),
+        "granularity": engine.granularity,
+        "breakeven": {k: (float(v) if math.isfinite(v) else None) for k, v in engine.breakeven.items()},
+    }
+
+
+def apply_tuning(engine: DeltaEngine, tuning: dict) -> None:
+    """Give ``engine`` a saved tuning; ``ValueError`` (one line) if it was measured for another
+    model or thread count, since kernel choices and break-evens do not transfer between them."""
+    if tuning.get("version") != TUNING_VERSION:
+        raise ValueError(f"tuning version {tuning.get('version')!r}, this deltanet reads version {TUNING_VERSION}: re-tune")
+    if tuning.get("threads") != engine.threads:
+        raise ValueError(f"tuning was measured at threads={tuning.get('threads')}, the engine runs threads={engine.threads}: "
+                         "re-tune, or run with the tuning's thread count")  # fmt: skip
+    names = set(engine.layer_names)
+    for key in ("granularity", "breakeven"):
+        got = set(tuning.get(key) or {})
+        if got != names:
+            raise ValueError(f"tuning {key} does not match the model's MAC layers (missing {sorted(names - got)[:3]}, "
+                             f"unknown {sorted(got - names)[:3]}): it was measured for another model")  # fmt: skip
+    engine.granularity = dict(tuning["granularity"])
+    engine.breakeven = {k: (math.inf if v is None else float(v)) for k, v in tuning["breakeven"].items()}
+
+
+def tuning_path(model_path: str | os.PathLike) -> Path:
+    """Where a model's tuning is saved by default: ``tuning.json`` inside a bundle folder,
+    ``NAME.tuning.json`` beside a file (``model.keras`` -> ``model.tuning.json``)."""
+    path = Path(model_path)
+    return path / "tuning.json" if path.is_dir() else path.with_name(path.stem + ".tuning.json")
+
+
+def save_tuning(tuning: dict, path: str | os.PathLike) -> Path:
+    """Write a tuning record atomically (a temporary file renamed: never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(tuning, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_tuning(path: str | os.PathLike) -> dict:
+    """Read a tuning record; ``ValueError`` (one line) if it is not one."""
+    try:
+        tuning = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read tuning {path}: {' '.join(str(e).split())}") from e
+    if not isinstance(tuning, dict) or not isinstance(tuning.get("granularity"), dict) or not isinstance(tuning.get("breakeven"), dict):
+        raise ValueError(f"{path} is not a deltanet tuning (no granularity/breakeven tables)")
+    return tuning
+
+
+def use_tuning(engine: DeltaEngine, spec: str, model_path: str | os.PathLike, log=None) -> Path | None:
+    """The CLIs' ``--tuning``: ``"auto"`` (the file :func:`tuning_path` names, if there is one),
+    ``"none"`` (untuned defaults) or a path. Returns the file applied, if any; ``CliError``
+    (one line) if it cannot be."""
+    from deltanet.cli import CliError
+
+    if spec == "none":
+        return None
+    path = tuning_path(model_path) if spec == "auto" else Path(spec)
+    if spec == "auto" and not path.is_file():
+        return None
+    if not path.is_file():
+        raise CliError(f"--tuning: no such file: {spec}")
+    try:
+        apply_tuning(engine, load_tuning(path))
+    except ValueError as e:
+        raise CliError(f"--tuning {path}: {e}") from e
+    if log is not None:
+        log(f"tuning: {path} (kernel choice and fallback break-evens)")
+    return path

@@ -31,7 +31,8 @@ def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run(
         [sys.executable, "-m", "streaming.bench", "--model", str(tmp_path / "m.keras"), "--source", str(tmp_path / "clip.avi"),
-         "--frames", "20", "--tune-frames", "8", "--block", "5", "--threads", "1", "--warmup", "2", "--json", str(out)],
+         "--frames", "20", "--tune-frames", "8", "--block", "5", "--threads", "1", "--warmup", "2", "--json", str(out),
+         "--save-tuning", str(tmp_path / "m.tuning.json")],
         cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -62,6 +63,11 @@ def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     floor = res["float32_floor"]
     assert "XLA" in floor["how"] and 0 <= floor["max_rel_logit_error"] <= 1e-4 and floor["top1_agreement"] == 1.0
     assert len(res["layers"]) == len(to_plan(model).mac_steps())
+    # the tuning it measured (and timed with) is saved for live/report: the same kernel per layer
+    saved = json.loads((tmp_path / "m.tuning.json").read_text())
+    assert saved["threads"] == 1 and saved["tuning_frames"] == 8
+    assert saved["granularity"] == {layer["name"]: layer["granularity"] for layer in res["layers"]}
+    assert saved["breakeven"] == res["fallback"]["breakeven"]
     assert 0 < res["mac_density"] <= 1 and res["theoretical_speedup"] == pytest.approx(1 / res["mac_density"])
     mem = res["memory"]
     arenas = mem["engine_arena_bytes"]["delta_engine"]

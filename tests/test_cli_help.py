@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 CLIS = ["training.fit", "training.export", "training.calibrate", "training.evaluate",
-        "streaming.live", "streaming.report", "streaming.bench"]
+        "streaming.live", "streaming.report", "streaming.bench", "streaming.tune"]
 
 
 @pytest.mark.parametrize("module", CLIS)

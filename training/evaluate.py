@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deltanet.cli import ArgumentParser, CliError, fail, import_tensorflow_quietly, positive_int
+from deltanet.cli import ArgumentParser, CliError, add_tuning_argument, fail, import_tensorflow_quietly, positive_int
 
 PROG = "python -m training.evaluate"
 DEFAULT_JSON = "runs/evaluate/evaluate.json"
@@ -50,6 +50,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch for the clip evaluation (default 8)")
     p.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tuning_argument(p)
     return p
 
 
@@ -226,7 +227,7 @@ def format_table(result: dict) -> str:
 
 def run(model_path: str, *, data: str = "embedded", split: int = 1, subset: str = "test", streaming: bool = False,
         max_videos: int | None = None, threads: int = 1, window: int | None = None, batch_size: int = 8,
-        json_path: str = DEFAULT_JSON, progress: bool = True) -> dict:
+        json_path: str = DEFAULT_JSON, progress: bool = True, tuning: str = "auto") -> dict:
     """Evaluate ``model_path`` on ``subset``; returns (and writes) the result dict. Raises ``CliError``."""
     if not Path(model_path).is_file():
         raise CliError(f"--model: no such model file: {model_path}")
@@ -241,6 +242,7 @@ def run(model_path: str, *, data: str = "embedded", split: int = 1, subset: str 
     import deltanet
     from streaming.engine import DeltaEngine
     from streaming.prediction import default_window
+    from streaming.tuning import use_tuning
     from training.ucf101 import DataError, load_dataset_index
     from training.video import VideoError, read_video
 
@@ -267,6 +269,8 @@ def run(model_path: str, *, data: str = "embedded", split: int = 1, subset: str 
     skipped = []
     if streaming:
         engine = DeltaEngine.from_keras(model, threads=threads)
+        tuned = use_tuning(engine, tuning, model_path, log=_log)
+        result["tuning"] = str(tuned) if tuned else None
         dense_model = deltanet.per_frame_model(model)
         window = window or default_window(engine.info)
         results = []
@@ -335,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args.model, data=args.data, split=args.split, subset=args.subset, streaming=args.streaming,
                      max_videos=args.max_videos, threads=args.threads, window=args.window, batch_size=args.batch_size,
-                     json_path=args.json, progress=not args.quiet and sys.stderr.isatty())
+                     json_path=args.json, progress=not args.quiet and sys.stderr.isatty(), tuning=args.tuning)
     except CliError as e:
         return fail(PROG, str(e))
     except KeyboardInterrupt:

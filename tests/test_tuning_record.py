@@ -1,0 +1,109 @@
+"""Saved tunings (``streaming.tuning``: ``tune``, ``save_tuning``/``load_tuning``, ``apply_tuning``,
+``use_tuning``) and ``python -m streaming.tune``: a deployed engine runs the kernels and
+break-evens measured for its model and thread count, or refuses a tuning measured for others."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from deltanet.cli import CliError
+from fakes import write_video
+from test_live import make_model, scene_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tuning")
+    write_video(d / "clip.avi", scene_frames(16, seed=4), fps=25)
+    return SimpleNamespace(dir=d, video=d / "clip.avi", model=make_model(d / "delta.keras"),
+                           other=make_model(d / "other.keras", baseline=True, seed=2))
+
+
+def tune_cli(*args):
+    return subprocess.run([sys.executable, "-m", "streaming.tune", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          env=ENV, timeout=400)
+
+
+def test_tune_cli_writes_beside_the_model_and_report_loads_it(assets, tmp_path):
+    from streaming import report
+    from streaming.model_io import load_engine
+    from streaming.tuning import apply_tuning, load_tuning, tuning_path
+
+    r = tune_cli("--model", assets.model, "--source", assets.video, "--frames", "8", "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    path = tuning_path(assets.model)
+    assert path == assets.dir / "delta.tuning.json" and path.is_file() and not list(assets.dir.glob("*.tmp"))
+    assert "wrote" in r.stderr and str(path) in r.stderr
+    record = load_tuning(path)
+    engine = load_engine(assets.model, threads=1)
+    assert set(record["granularity"]) == set(engine.layer_names) == set(record["breakeven"])
+    assert record["threads"] == 1 and record["tuning_frames"] == 8 and record["source"] == str(assets.video)
+    for v in record["breakeven"].values():  # measured crossovers (None: the delta kernel never lost)
+        assert v is None or 0 < v <= 1.0 + 1e-9, v
+    apply_tuning(engine, record)
+    assert engine.granularity == record["granularity"]
+    assert {k: (None if math.isinf(v) else v) for k, v in engine.breakeven.items()} == record["breakeven"]
+
+    # --tuning auto (the default) finds it; none ignores it; both give the same predictions
+    reps = {}
+    for spec in ("auto", "none"):
+        reps[spec] = report.run(str(assets.model), str(assets.video), str(tmp_path / spec), frames=8, threads=1, warmup=1,
+                                progress=False, out=io.StringIO(), tuning=spec)
+    assert reps["auto"]["tuning"] == str(path) and reps["none"]["tuning"] is None
+    saved = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert saved["tuning"] == str(path)
+    assert reps["auto"]["mac_density"] == pytest.approx(reps["none"]["mac_density"], rel=1e-5)
+
+
+def test_a_tuning_for_another_model_or_thread_count_is_refused(assets, tmp_path):
+    from streaming.model_io import load_engine
+    from streaming.tuning import apply_tuning, save_tuning, tune, tuning_record, use_tuning
+
+    engine = load_engine(assets.model, threads=1)
+    record = tune(engine, np.stack([engine.prepare(f) for f in scene_frames(6, seed=1)]))
+    assert record == tuning_record(engine, 6)
+    with pytest.raises(ValueError, match="threads=1.*threads=2"):
+        apply_tuning(load_engine(assets.model, threads=2), record)
+    with pytest.raises(ValueError, match="another model"):
+        apply_tuning(load_engine(assets.other, threads=1), dict(record, granularity={"nope": "element"}))
+    with pytest.raises(ValueError, match="version"):
+        apply_tuning(engine, dict(record, version=0))
+    path = save_tuning(record, tmp_path / "t.json")
+    assert use_tuning(engine, str(path), assets.model) == path
+    assert use_tuning(engine, "auto", tmp_path / "no_such_model.keras") is None  # nothing saved: untuned
+    assert use_tuning(engine, "none", assets.model) is None
+    with pytest.raises(CliError, match="no such file"):
+        use_tuning(engine, str(tmp_path / "missing.json"), assets.model)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CliError, match="cannot read tuning"):
+        use_tuning(engine, str(tmp_path / "bad.json"), assets.model)
+    (tmp_path / "other.json").write_text(json.dumps({"granularity": []}))
+    with pytest.raises(CliError, match="not a deltanet tuning"):
+        use_tuning(engine, str(tmp_path / "other.json"), assets.model)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--source", "x.avi"], "--model"),
+    (["--model", "/nope.keras", "--source", "x.avi"], "no such file"),
+    (["--model", "MODEL", "--source", "x.avi", "--frames", "0"], "--frames"),
+    (["--model", "MODEL", "--source", "VIDEO", "--out", "/no/such/dir/t.json"], "does not exist"),
+])
+def test_tune_cli_errors_are_one_line_exit_2(assets, args, needle):
+    args = [str(assets.model) if a == "MODEL" else str(assets.video) if a == "VIDEO" else a for a in args]
+    r = tune_cli(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
