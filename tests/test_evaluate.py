@@ -64,6 +64,7 @@ def test_evaluate_streaming_end_to_end(data, trained, tmp_path):
     assert "streaming accuracy" in r.stdout
     res = json.loads(out.read_text())
     assert res["subset"] == "test" and res["videos"] == 6 and res["window"] == 12  # 3 x the 4-frame training clips
+    assert res["tuning"] is None  # no MODEL.tuning.json beside the model: the untuned engine (--tuning auto)
     for key in ("accuracy", "mac_density"):
         assert 0.0 <= res["clip"][key] <= 1.0
     s = res["streaming"]
