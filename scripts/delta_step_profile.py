@@ -1,0 +1,104 @@
+"""Where the delta model's extra training-step time goes: its DeltaActivation layers stripped part by part.
+
+    python scripts/delta_step_profile.py [--steps 10] [--frames 4] [--size 112] [--batch 8]
+
+Builds the default delta model several times, each with ``DeltaActivation.call`` cut down to
+one more part of its work (the variants below), plus the baseline, and times
+``train_on_batch`` on one random batch, alternating the models so that all see the same load.
+The variants change what is computed (they are a profile, not a model): ``identity`` is the
+cost of having the layers at all, each next one adds a part. Prints median ms per step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _variants():
+    from keras import ops
+
+    from deltanet import delta_activation as da
+
+    def identity(self, inputs, training=None):
+        return ops.cast(ops.cast(inputs, "float32"), self.compute_dtype)
+
+    def forward_only(self, inputs, training=None):  # the threshold recursion, stop_gradient around it
+        x = ops.cast(inputs, "float32")
+        y, *_ = da._threshold_clip(ops.stop_gradient(x), ops.cast(self.threshold, "float32"))
+        return ops.cast(x + ops.stop_gradient(y - x), self.compute_dtype)
+
+    def fused(self, inputs, training=None):  # + the hand-written gradient, no penalty, no counters
+        y, *_ = da._threshold_clip(ops.cast(inputs, "float32"), ops.cast(self.threshold, "float32"))
+        return ops.cast(y, self.compute_dtype)
+
+    def fused_penalty(self, inputs, training=None):  # + the penalty (add_loss)
+        y, l1, l2, nonzero, count = da._threshold_clip(ops.cast(inputs, "float32"), ops.cast(self.threshold, "float32"))
+        if training:
+            self.add_loss(self._penalty(l1, l2, count))
+        return ops.cast(y, self.compute_dtype)
+
+    return {
+        "identity": identity,
+        "forward_only": forward_only,
+        "fused": fused,
+        "fused+penalty": fused_penalty,
+        "full": da.DeltaActivation.call,  # + the density counters
+    }
+
+
+def main() -> None:
+    from deltanet.cli import ArgumentParser
+
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=4, help="frames per clip (default: %(default)s)")
+    p.add_argument("--size", type=int, default=112, help="frame size (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="clips per batch (default: %(default)s)")
+    p.add_argument("--arch", default="mobilenet_v2_lite", help="architecture (default: %(default)s)")
+    args = p.parse_args()
+
+    from deltanet.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import keras
+    import numpy as np
+
+    import deltanet
+    from deltanet.delta_activation import DeltaActivation
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (args.batch, args.frames, args.size, args.size, 3)).astype("uint8")
+    y = rng.integers(0, 10, (args.batch,))
+    original = DeltaActivation.call
+    models = {}
+    for name, call in [("baseline", None), *_variants().items()]:
+        keras.utils.set_random_seed(0)
+        m = deltanet.build_model(10, arch=args.arch, size=args.size, baseline=call is None, penalty_weight=2.0)
+        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        DeltaActivation.call = call or original
+        try:
+            for _ in range(3):  # the first call traces the step with this variant's call
+                m.train_on_batch(x, y)
+        finally:
+            DeltaActivation.call = original
+        models[name] = m
+        print(f"built {name}", file=sys.stderr)
+    times = {k: [] for k in models}
+    for _ in range(args.steps):
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m.train_on_batch(x, y)
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["baseline"])
+    for k, v in times.items():
+        med = statistics.median(v)
+        print(f"{k:14s} {med * 1000:7.1f} ms/step  {med / base:5.2f}x baseline")
+
+
+if __name__ == "__main__":
+    main()
