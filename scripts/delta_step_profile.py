@@ -6,7 +6,11 @@ Builds the default delta model several times, each with ``DeltaActivation.call``
 one more part of its work (the variants below), plus the baseline, and times
 ``train_on_batch`` on one random batch, alternating the models so that all see the same load.
 The variants change what is computed (they are a profile, not a model): ``identity`` is the
-cost of having the layers at all, each next one adds a part. Prints median ms per step.
+cost of having the layers at all; ``forward_only`` .. ``fused+penalty`` add the parts of the
+backend-neutral ``keras.ops`` pass one at a time; ``fast`` and ``fast+penalty`` the same with
+TensorFlow's numba fast path (``deltanet.threshold_clip_tf``); ``full`` is the layer as it is
+(in a TensorFlow training step: the fast path, the penalty and the density counters).
+Prints median ms per step.
 """
 
 from __future__ import annotations
@@ -37,7 +41,21 @@ def _variants():
         return ops.cast(y, self.compute_dtype)
 
     def fused_penalty(self, inputs, training=None):  # + the penalty (add_loss)
-        y, l1, l2, nonzero, count = da._threshold_clip(ops.cast(inputs, "float32"), ops.cast(self.threshold, "float32"))
+        y, l1, l2, nonzero, count, _ = da._threshold_clip(ops.cast(inputs, "float32"), ops.cast(self.threshold, "float32"))
+        if training:
+            self.add_loss(self._penalty(l1, l2, count))
+        return ops.cast(y, self.compute_dtype)
+
+    def fast(self, inputs, training=None):  # the TensorFlow fast path, no penalty, no counters
+        from deltanet.threshold_clip_tf import threshold_clip_tf
+
+        y, *_ = threshold_clip_tf(ops.cast(inputs, "float32"), ops.cast(self.threshold, "float32"))
+        return ops.cast(y, self.compute_dtype)
+
+    def fast_penalty(self, inputs, training=None):  # + the penalty
+        from deltanet.threshold_clip_tf import threshold_clip_tf
+
+        y, l1, l2, nonzero, count, _ = threshold_clip_tf(ops.cast(inputs, "float32"), ops.cast(self.threshold, "float32"))
         if training:
             self.add_loss(self._penalty(l1, l2, count))
         return ops.cast(y, self.compute_dtype)
@@ -47,7 +65,9 @@ def _variants():
         "forward_only": forward_only,
         "fused": fused,
         "fused+penalty": fused_penalty,
-        "full": da.DeltaActivation.call,  # + the density counters
+        "fast": fast,
+        "fast+penalty": fast_penalty,
+        "full": da.DeltaActivation.call,  # the layer: fast path + penalty + density counters
     }
 
 
