@@ -265,11 +265,14 @@ class DeltaActivation(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if self.mode == "threshold" and x.shape[1] is not None and x.shape[1] >= 2:
             # Known clip length (training, fixed-length clips): one fused pass; in TensorFlow
-            # training steps the same pass as two numba kernels (tf.numpy_function needs Python
-            # at run time, so inference graphs and exports keep the keras.ops version).
+            # CPU training steps the same pass as two numba kernels (tf.numpy_function needs
+            # Python at run time, so inference graphs and exports keep the keras.ops version).
             clip = _threshold_clip
             if training and keras.backend.backend() == "tensorflow":
-                from deltanet.threshold_clip_tf import threshold_clip_tf as clip
+                from deltanet import threshold_clip_tf
+
+                if threshold_clip_tf.applies():
+                    clip = threshold_clip_tf.threshold_clip_tf
             y, l1, l2, nonzero, count, nonzero_y = clip(x, ops.cast(self.threshold, "float32"))
         else:
             y, d = self._quantize(x) if self.mode == "quantize" else self._threshold(x)

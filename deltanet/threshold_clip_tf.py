@@ -10,7 +10,8 @@ same gradient (bit for bit), tested against the ``keras.ops`` version
 (``tests/test_threshold_clip.py``).
 
 A ``numpy_function`` needs Python at run time, so ``DeltaActivation`` uses this in training
-calls only; inference graphs (exports, ``predict``) keep the neutral ops.
+calls only; inference graphs (exports, ``predict``) keep the neutral ops, and so do XLA and
+GPU training steps (:func:`applies`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from deltanet.upstream import in_xla_compilation
 from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
 
 
@@ -27,6 +29,12 @@ def _forward(x: np.ndarray, theta: np.ndarray):
     n, t, c = x.shape[0], x.shape[1], x.shape[-1]
     y, l1, l2, nonzero, nonzero_y = threshold_clip_forward(x.reshape(n, t, math.prod(x.shape[2:-1]), c), theta)
     return y.reshape(x.shape), *(np.float32(v) for v in (l1, l2, nonzero, nonzero_y))
+
+
+def applies() -> bool:
+    """Whether the fast path can run in the graph being built: not under XLA (which cannot
+    compile a ``numpy_function``), and not where GPUs would copy every activation to the host."""
+    return not in_xla_compilation() and not tf.config.list_logical_devices("GPU")
 
 
 def threshold_clip_tf(x, theta):
