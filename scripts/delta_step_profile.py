@@ -15,12 +15,10 @@ Prints median ms per step.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 
 def _variants():
@@ -72,34 +70,22 @@ def _variants():
 
 
 def main() -> None:
-    from deltanet.cli import ArgumentParser
+    from step_time import compiled_model, random_batch, step_arguments, time_alternating
 
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=10, help="timed steps per model (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=4, help="frames per clip (default: %(default)s)")
-    p.add_argument("--size", type=int, default=112, help="frame size (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=8, help="clips per batch (default: %(default)s)")
-    p.add_argument("--arch", default="mobilenet_v2_lite", help="architecture (default: %(default)s)")
+    p = step_arguments(__doc__.splitlines()[0])
+    p.set_defaults(steps=10)
     args = p.parse_args()
 
     from deltanet.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    import keras
-    import numpy as np
-
-    import deltanet
     from deltanet.delta_activation import DeltaActivation
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (args.batch, args.frames, args.size, args.size, 3)).astype("uint8")
-    y = rng.integers(0, 10, (args.batch,))
+    x, y = random_batch(args)
     original = DeltaActivation.call
     models = {}
     for name, call in [("baseline", None), *_variants().items()]:
-        keras.utils.set_random_seed(0)
-        m = deltanet.build_model(10, arch=args.arch, size=args.size, baseline=call is None, penalty_weight=2.0)
-        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m = compiled_model(args, baseline=call is None)
         DeltaActivation.call = call or original
         try:
             for _ in range(3):  # the first call traces the step with this variant's call
@@ -108,16 +94,7 @@ def main() -> None:
             DeltaActivation.call = original
         models[name] = m
         print(f"built {name}", file=sys.stderr)
-    times = {k: [] for k in models}
-    for _ in range(args.steps):
-        for name, m in models.items():
-            t0 = time.perf_counter()
-            m.train_on_batch(x, y)
-            times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["baseline"])
-    for k, v in times.items():
-        med = statistics.median(v)
-        print(f"{k:14s} {med * 1000:7.1f} ms/step  {med / base:5.2f}x baseline")
+    time_alternating(models, x, y, args.steps)
 
 
 if __name__ == "__main__":
