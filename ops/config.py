@@ -1,6 +1,6 @@
 """Numba settings for every kernel in :mod:`ops`, defined once.
 
-Every kernel in ``ops`` is compiled with one of the four decorators below, so the
+Every kernel in ``ops`` is compiled with one of the three decorators below, so the
 settings live in exactly one place:
 
 * :data:`njit_exact` -- the encoders and bookkeeping helpers. **No fastmath**: the
@@ -11,8 +11,6 @@ settings live in exactly one place:
   zeros); ``nnan``/``ninf`` are *not* set, so NaN and Inf still propagate.
 * :data:`njit_par` -- parallel MAC kernels (``prange``): :data:`njit_mac` plus
   ``parallel=PARALLEL``.
-* :data:`njit_exact_par` -- parallel kernels that must stay bit-exact (the training-time
-  threshold pass, :mod:`ops.threshold_clip`): :data:`njit_exact` plus ``parallel=PARALLEL``.
 
 Common options (:data:`JIT`): ``cache``, ``error_model="numpy"`` (no ZeroDivisionError
 checks: kernels never divide by a run-time zero), ``boundscheck``, ``nogil=True``.
@@ -81,11 +79,9 @@ __all__ = [
     "JIT_EXACT",
     "JIT_MAC",
     "JIT_PAR",
-    "JIT_EXACT_PAR",
     "njit_exact",
     "njit_mac",
     "njit_par",
-    "njit_exact_par",
     "prange",
     "CHANNEL_BLOCK",
     "PAR_BLOCKS",
@@ -147,7 +143,6 @@ if BOUNDSCHECK is not None:
 JIT_EXACT: dict = dict(JIT, fastmath=False)
 JIT_MAC: dict = dict(JIT, fastmath=set(FASTMATH_MAC) if FASTMATH_MAC else False)
 JIT_PAR: dict = dict(JIT_MAC, parallel=PARALLEL)
-JIT_EXACT_PAR: dict = dict(JIT_EXACT, parallel=PARALLEL)
 
 _OPS_DIR = Path(__file__).resolve().parent
 _digests: dict[Path, str] = {}
@@ -207,5 +202,4 @@ def _jit(options: dict):
 njit_exact = _jit(JIT_EXACT)
 njit_mac = _jit(JIT_MAC)
 njit_par = _jit(JIT_PAR)
-njit_exact_par = _jit(JIT_EXACT_PAR)
 prange = numba.prange
