@@ -40,7 +40,8 @@ def _straight_through(forward, backward):
 def _threshold_clip(x, theta):
     """Threshold mode over a clip of known length, in one unrolled pass.
 
-    Returns ``(y, sum|d|, sum d^2, non-zero deltas, delta elements)`` over frames ``t >= 1``.
+    Returns ``(y, sum|d|, sum d^2, non-zero deltas, delta elements, non-zero outputs)``, the
+    delta statistics over frames ``t >= 1``, the last over every frame of ``y``.
     ``d_t = r_t - r_{t-1}`` is non-zero exactly where the element fired, and equals the fired
     ``x_t - r_{t-1}``. The gradient is written by hand (``keras.ops.custom_gradient``):
     ``y`` passes gradients straight through, and ``sum|d|``/``sum d^2`` send ``sign(d)``/``2d`` to
@@ -66,6 +67,7 @@ def _threshold_clip(x, theta):
             ops.sum(ops.square(d)),
             ops.cast(ops.count_nonzero(d), "float32"),
             ops.cast(ops.size(d), "float32"),
+            ops.cast(ops.count_nonzero(y), "float32"),
         )
 
         def grad(*args, upstream=None):
@@ -262,16 +264,25 @@ class DeltaActivation(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
         if self.mode == "threshold" and x.shape[1] is not None and x.shape[1] >= 2:
-            # Known clip length (training, fixed-length clips): one fused pass.
-            y, l1, l2, nonzero, count = _threshold_clip(x, ops.cast(self.threshold, "float32"))
+            # Known clip length (training, fixed-length clips): one fused pass; in TensorFlow
+            # CPU training steps the same pass as two numba kernels (tf.numpy_function needs
+            # Python at run time, so inference graphs and exports keep the keras.ops version).
+            clip = _threshold_clip
+            if training and keras.backend.backend() == "tensorflow":
+                from deltanet import threshold_clip_tf
+
+                if threshold_clip_tf.applies():
+                    clip = threshold_clip_tf.threshold_clip_tf
+            y, l1, l2, nonzero, count, nonzero_y = clip(x, ops.cast(self.threshold, "float32"))
         else:
             y, d = self._quantize(x) if self.mode == "quantize" else self._threshold(x)
             l1, l2 = ops.sum(ops.abs(d)), ops.sum(ops.square(d))
             nonzero = ops.cast(ops.count_nonzero(d), "float32")
             count = ops.cast(ops.size(d), "float32")
+            nonzero_y = None
         if training:
             self.add_loss(self._penalty(l1, l2, count))
-        self._update_density(y, nonzero, count)
+        self._update_density(y, nonzero, count, nonzero_y)
         return ops.cast(y, self.compute_dtype)
 
     def _penalty(self, l1, l2, count):
@@ -282,11 +293,14 @@ class DeltaActivation(keras.layers.Layer):
             measure = l1 / ops.maximum(count, 1.0)
         return ops.cast(self.penalty_weight, "float32") * self.cost_per_nonzero * measure
 
-    def _update_density(self, y, nonzero, count):
+    def _update_density(self, y, nonzero, count, nonzero_y=None):
         # Same definitions as deltanet.density (tested against it). Frames t >= 1 only.
+        # ``nonzero_y``: the non-zero outputs if the fused pass counted them already.
         if y.shape[1] is not None and y.shape[1] < 2:
             return
-        spatial = ops.cast(ops.count_nonzero(y), "float32") / ops.cast(ops.size(y), "float32")
+        if nonzero_y is None:
+            nonzero_y = ops.cast(ops.count_nonzero(y), "float32")
+        spatial = nonzero_y / ops.cast(ops.size(y), "float32")
         temporal = nonzero / ops.maximum(count, 1.0)
         self.temporal_density_sum.assign_add(temporal)
         self.spatial_density_sum.assign_add(spatial)

@@ -2,7 +2,7 @@
 
 Keras 3 has no public API for some things deltanet needs (a functional model's node graph,
 the layer that produced a tensor, the trainer's symbolic build, a layer's ``add_loss``
-list, TensorFlow's per-replica specs). They are all reached through the functions below,
+list, TensorFlow's per-replica specs, whether TensorFlow is tracing for XLA). They are all reached through the functions below,
 and nowhere else (``tests/test_upstream.py`` checks the sources for private names).
 
 At import this module checks that each internal exists and behaves as relied on, with the
@@ -126,6 +126,15 @@ def per_replica_specs(spec) -> tuple | None:
     return getattr(spec, "_value_specs", None)
 
 
+def in_xla_compilation() -> bool:
+    """Whether TensorFlow is tracing code for XLA (``tf.function(jit_compile=True)``, Keras'
+    ``jit_compile``): ``tf.function`` enters an XLA control-flow context while it traces."""
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 # --------------------------------------------------------------------------------------
 # the import-time check
 # --------------------------------------------------------------------------------------
@@ -167,6 +176,10 @@ def _check_tensorflow() -> None:
     _require(specs is not None and [s.shape for s in specs] == [(1,), (2,)], "tf PerReplicaSpec._value_specs")
     adapter = getattr(EpochIterator(x=np.zeros((2, 1), "float32"), batch_size=1), "data_adapter", None)
     _require(callable(getattr(adapter, "get_tf_dataset", None)), "EpochIterator.data_adapter.get_tf_dataset()")
+    seen = {}
+    for jit in (True, False):
+        tf.function(lambda jit=jit: seen.setdefault(jit, in_xla_compilation()) or tf.constant(0), jit_compile=jit).get_concrete_function()
+    _require(seen == {True: True, False: False} and not in_xla_compilation(), "control_flow_util.GraphOrParentsInXlaContext under jit_compile")
 
 
 _check()

@@ -11,6 +11,8 @@
 * :mod:`ops.dense` -- dense MAC kernels (keyframes, dense mode); :mod:`ops.elementwise` --
   per-pixel steps between MAC layers; :mod:`ops.region` -- the region-weighted encoder.
 * :mod:`ops.interpreter` -- the one frame interpreter over a lowered plan (``streaming.lower``).
+* :mod:`ops.threshold_clip` -- threshold mode over whole training clips, forward and backward
+  (``DeltaActivation``'s TensorFlow training fast path, ``deltanet.threshold_clip_tf``).
 * :mod:`ops.geometry` -- convolution geometry and MAC counts; :mod:`ops.checks` -- argument
   checks of the public functions; :mod:`ops.clock` -- a clock compiled code can read;
   :mod:`ops.config` -- the numba settings shared by every kernel.

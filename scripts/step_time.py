@@ -1,13 +1,16 @@
 """Time one training step of the default delta model vs the baseline, side by side.
 
-    python scripts/step_time.py [--steps 20] [--frames 4] [--size 112] [--batch 8]
+    python scripts/step_time.py [--steps 20] [--frames 4] [--size 112] [--batch 8] [--keras-ops]
 
 Random inputs (the data pipeline is not timed); after warm-up, alternating models so that
-both see the same machine load. Prints median seconds per step and the ratio.
+both see the same machine load. Prints median seconds per step and the ratio. ``--keras-ops`` adds a third model, the delta
+model with the backend-neutral ``keras.ops`` threshold pass instead of TensorFlow's numba fast
+path (``deltanet.threshold_clip_tf``): the before/after of issue #15's delta step.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import sys
 import time
@@ -16,47 +19,82 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main() -> None:
+def step_arguments(description: str):
+    """The batch and model options shared by the step-timing scripts."""
     from deltanet.cli import ArgumentParser
 
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--frames", type=int, default=4)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--arch", default="mobilenet_v2_lite")
-    p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True)")
+    p = ArgumentParser(description=description)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per model (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=4, help="frames per clip (default: %(default)s)")
+    p.add_argument("--size", type=int, default=112, help="frame size (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="clips per batch (default: %(default)s)")
+    p.add_argument("--arch", default="mobilenet_v2_lite", help="architecture (default: %(default)s)")
+    return p
+
+
+def random_batch(args):
+    """One random batch of uint8 clips and labels (the data pipeline is not timed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (args.batch, args.frames, args.size, args.size, 3)).astype("uint8")
+    return x, rng.integers(0, 10, (args.batch,))
+
+
+def compiled_model(args, baseline: bool, jit: bool = False):
+    import keras
+
+    import deltanet
+
+    keras.utils.set_random_seed(0)
+    m = deltanet.build_model(10, arch=args.arch, size=args.size, baseline=baseline, penalty_weight=2.0)
+    m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    return m
+
+
+def time_alternating(models: dict, x, y, steps: int) -> None:
+    """``train_on_batch`` each model in turn, ``steps`` rounds; print median ms/step, the ratio
+    to ``models["baseline"]`` and minor page faults per step."""
+    times = {k: [] for k in models}
+    faults = dict.fromkeys(models, 0)
+    for _ in range(steps):
+        for name, m in models.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            m.train_on_batch(x, y)
+            times[name].append(time.perf_counter() - t0)
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in med.items():
+        print(f"{k:15s} {v * 1000:7.1f} ms/step  {v / med['baseline']:.2f}x baseline  {faults[k] // steps:7d} page faults/step")
+
+
+def main() -> None:
+    p = step_arguments(__doc__.splitlines()[0])
+    p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True) (default: off)")
+    p.add_argument("--keras-ops", action="store_true", help="also time the delta model on the keras.ops pass (default: off)")
     args = p.parse_args()
 
     from deltanet.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    import keras
-    import numpy as np
+    from deltanet import delta_activation, threshold_clip_tf
 
-    import deltanet
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (args.batch, args.frames, args.size, args.size, 3)).astype("uint8")
-    y = rng.integers(0, 10, (args.batch,))
+    x, y = random_batch(args)
+    contenders = [("baseline", True), ("delta", False)] + [("delta_keras_ops", False)] * args.keras_ops
+    fast = threshold_clip_tf.threshold_clip_tf
     models = {}
-    for name, baseline in (("baseline", True), ("delta", False)):
-        keras.utils.set_random_seed(0)
-        m = deltanet.build_model(10, arch=args.arch, size=args.size, baseline=baseline, penalty_weight=2.0)
-        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=args.jit)
-        for _ in range(3):
-            m.train_on_batch(x, y)
+    for name, baseline in contenders:
+        m = compiled_model(args, baseline, args.jit)
+        # the step is traced on its first call: with the keras.ops pass in place of the fast path
+        threshold_clip_tf.threshold_clip_tf = delta_activation._threshold_clip if name == "delta_keras_ops" else fast
+        try:
+            for _ in range(3):
+                m.train_on_batch(x, y)
+        finally:
+            threshold_clip_tf.threshold_clip_tf = fast
         models[name] = m
-    times = {k: [] for k in models}
-    for _ in range(args.steps):
-        for name, m in models.items():
-            t0 = time.perf_counter()
-            m.train_on_batch(x, y)
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in med.items():
-        print(f"{k:9s} {v * 1000:7.1f} ms/step")
-    print(f"delta / baseline {med['delta'] / med['baseline']:.2f}x")
+    time_alternating(models, x, y, args.steps)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ GRADIENT_CHECK = textwrap.dedent(
         theta = jnp.asarray(layer.threshold.value)
 
         def fused(x):  # what training runs: the known-length pass with the hand-written gradient
-            y, l1, l2, _, count = _threshold_clip(x, theta)
+            y, l1, l2, _, count, _ = _threshold_clip(x, theta)
             return jnp.sum(y * w) + layer._penalty(l1, l2, count)
 
         def reference(x):  # autodiff of the general formulation (scan + straight-through + where)

@@ -1,0 +1,63 @@
+"""TensorFlow-only fast path of ``DeltaActivation``'s fused threshold pass (training steps).
+
+``deltanet.delta_activation._threshold_clip`` writes the pass in backend-neutral ``keras.ops``;
+under TensorFlow on a CPU that is about twenty element-wise ops, each a full pass over the
+activations, and the delta model's training step took 1.8-1.9x the baseline's
+(``docs/training_speed.md``, "Session 5"). Here the same computation runs as two numba kernels
+(``ops.threshold_clip``: one pass forward, one backward) called through ``tf.numpy_function``.
+Same outputs (bit for bit; the two sums within float32 rounding, accumulated in float64),
+same gradient (bit for bit), tested against the ``keras.ops`` version
+(``tests/test_threshold_clip.py``).
+
+A ``numpy_function`` needs Python at run time, so ``DeltaActivation`` uses this in training
+calls only; inference graphs (exports, ``predict``) keep the neutral ops, and so do XLA and
+GPU training steps (:func:`applies`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from deltanet.upstream import in_xla_compilation
+from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
+
+
+def _forward(x: np.ndarray, theta: np.ndarray):
+    n, t, c = x.shape[0], x.shape[1], x.shape[-1]
+    y, l1, l2, nonzero, nonzero_y = threshold_clip_forward(x.reshape(n, t, math.prod(x.shape[2:-1]), c), theta)
+    return y.reshape(x.shape), *(np.float32(v) for v in (l1, l2, nonzero, nonzero_y))
+
+
+def applies() -> bool:
+    """Whether the fast path can run in the graph being built: not under XLA (which cannot
+    compile a ``numpy_function``), and not where GPUs would copy every activation to the host."""
+    return not in_xla_compilation() and not tf.config.list_logical_devices("GPU")
+
+
+def threshold_clip_tf(x, theta):
+    """``_threshold_clip(x, theta)`` (float32 ``x`` of shape ``(batch, time >= 2, ..., C)``)
+    computed by ``ops.threshold_clip``: ``(y, sum|d|, sum d^2, non-zero deltas, delta elements,
+    non-zero outputs)``, with the same hand-written gradient."""
+    theta = tf.broadcast_to(tf.cast(theta, tf.float32), [x.shape[-1]])
+    steps = x.shape[1]
+
+    @tf.custom_gradient
+    def fused(x):
+        y, l1, l2, nonzero, nonzero_y = tf.numpy_function(
+            _forward, [x, theta], [tf.float32] * 5, stateful=False, name="threshold_clip_forward"
+        )
+        y.set_shape(x.shape)
+        count = tf.cast(tf.size(x) // steps * (steps - 1), tf.float32)
+
+        def grad(g_y, g_l1, g_l2, *unused):
+            g_x = tf.numpy_function(threshold_clip_backward, [y, g_y, g_l1, g_l2], tf.float32, stateful=False, name="threshold_clip_backward")
+            g_x.set_shape(x.shape)
+            return g_x
+
+        stats = [tf.reshape(s, ()) for s in (l1, l2, nonzero)]
+        return (y, *stats, count, tf.reshape(nonzero_y, ())), grad
+
+    return fused(x)

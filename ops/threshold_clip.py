@@ -1,0 +1,147 @@
+"""Threshold mode over whole training clips in one pass: ``DeltaActivation``'s training fast path.
+
+``DeltaActivation`` (``mode="threshold"``) on a clip ``x`` of known length computes the
+references ``y_t`` (its output), the statistics of the transmitted deltas ``d_t = y_t - y_{t-1}``
+at frames ``t >= 1`` (``sum|d|``, ``sum d^2``, the non-zero count) and the non-zero count of
+``y``; backward, ``dL/dx_t = g_y_t + g_l1 sign(d_t) + 2 g_l2 d_t`` (``t >= 1``). As separate
+TensorFlow ops that is about twenty passes over every activation of the network per
+training step; these two kernels do it in one pass each way (``docs/training_speed.md``,
+"Session 5"). ``deltanet.threshold_clip_tf`` calls them from the TensorFlow graph; the
+backend-neutral ``keras.ops`` formulation (``deltanet.delta_activation._threshold_clip``)
+is their reference.
+
+The recursion is the one definition of the hysteresis in the kernels
+(:func:`ops.encode._hysteresis`), so training and the runtime agree bit for bit. Sums are
+accumulated in float64. The kernels are serial: TensorFlow's own threads run the rest of the
+step, and a parallel region on a busy 2-core machine waits for descheduled workers
+(``ops.config``); measured 8 ms per call under load against 1.4 ms serial.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ops.checks import _check_array
+from ops.config import njit_exact
+from ops.encode import _check_theta, _hysteresis
+
+
+@njit_exact(fastmath={"reassoc"})
+def _forward(x, theta_row, y):
+    """``x``, ``y``: (N, T, E) float32; ``theta_row``: (E,), each element's threshold. Returns
+    ``(sum|d|, sum d^2, non-zero d, non-zero y)``. Two loops per frame, the recursion and then
+    the statistics of ``d = y_t - y_{t-1}`` (what the recursion transmitted, see
+    :func:`_delta`): one loop doing both does not vectorize (4.5x slower). ``reassoc`` lets the
+    float64 sums vectorize; the recursion has nothing to reassociate."""
+    n, t_len, e = x.shape
+    l1 = 0.0
+    l2 = 0.0
+    nonzero_d = 0
+    nonzero_y = 0
+    for i in range(n):
+        for t in range(t_len):
+            xr = x[i, t]
+            yr = y[i, t]
+            ref = y[i, t - 1] if t else np.zeros(0, np.float32)
+            for k in range(e):
+                r = ref[k] if t else np.float32(0.0)
+                fires, _ = _hysteresis(xr[k], r, theta_row[k])
+                yr[k] = xr[k] if fires else r
+            for k in range(e):
+                nonzero_y += yr[k] != 0
+            if t:
+                for k in range(e):
+                    d = _delta(yr[k], ref[k])
+                    l1 += abs(np.float64(d))
+                    l2 += np.float64(d) * np.float64(d)
+                    nonzero_d += d != 0
+    return l1, l2, nonzero_d, nonzero_y
+
+
+@njit_exact(inline="always")
+def _delta(now, before):
+    """The delta the recursion transmitted, from its references: ``now - before``, 0 where the
+    reference did not move (``inf - inf`` would be NaN). Bit for bit the fired ``x_t - r_{t-1}``."""
+    return now - before if now != before else np.float32(0.0)
+
+
+@njit_exact
+def _backward(y, g_y, g_l1, two_g_l2, g_x):
+    """``y``, ``g_y``, ``g_x``: (N, T, E) float32."""
+    n, t_len, e = y.shape
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for i in range(n):
+        g_x[i, 0] = g_y[i, 0]
+        for t in range(1, t_len):
+            now = y[i, t]
+            before = y[i, t - 1]
+            gy = g_y[i, t]
+            gx = g_x[i, t]
+            for k in range(e):
+                d = _delta(now[k], before[k])
+                sign = one if d > zero else (-one if d < zero else zero)
+                gx[k] = gy[k] + (g_l1 * sign + two_g_l2 * d)
+
+
+def threshold_clip_forward(x: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, float, float, int, int]:
+    """Threshold mode over clips: references and delta statistics in one pass.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (N, T, M, C), C-contiguous
+        N clips of T frames, M pixels of C channels each.
+    theta : ndarray of float32, shape (C,)
+        Per-channel thresholds, finite and ``>= 0``.
+
+    Returns
+    -------
+    y : ndarray of float32, shape (N, T, M, C)
+        The references ``r_t = x_t`` where ``|x_t - r_{t-1}| > theta``, else ``r_{t-1}``
+        (``r_{-1} = 0``): the layer's output.
+    l1, l2 : float
+        ``sum |d_t|`` and ``sum d_t^2`` over frames ``t >= 1``.
+    nonzero_delta : int
+        Non-zero ``d_t`` at frames ``t >= 1``.
+    nonzero_output : int
+        Non-zero elements of ``y`` (all frames).
+    """
+    _check_array("x", x, np.float32, 4)
+    _check_array("theta", theta, np.float32, 1, shape=(x.shape[3],))
+    _check_theta(theta)
+    n, t, m, c = x.shape
+    y = np.empty_like(x)
+    l1, l2, nonzero_d, nonzero_y = _forward(x.reshape(n, t, m * c), np.tile(theta, m), y.reshape(n, t, m * c))
+    return y, float(l1), float(l2), int(nonzero_d), int(nonzero_y)
+
+
+def threshold_clip_backward(y: np.ndarray, g_y: np.ndarray, g_l1: float, g_l2: float) -> np.ndarray:
+    """Gradient w.r.t. ``x`` of ``threshold_clip_forward``'s ``y``, ``l1`` and ``l2``.
+
+    ``g_x_t = g_y_t + g_l1 sign(d_t) + 2 g_l2 d_t`` at frames ``t >= 1`` (``g_y_0`` at
+    ``t = 0``), ``d_t = y_t - y_{t-1}``: ``y`` passes gradients straight through, the penalty
+    pulls each fired ``x_t`` towards what was last sent. Arithmetic in float32, in the order
+    ``deltanet.delta_activation._threshold_clip``'s gradient uses.
+
+    Parameters
+    ----------
+    y : ndarray of float32, shape (N, T, ...), C-contiguous
+        The forward pass's output.
+    g_y : ndarray of float32, same shape as ``y``, C-contiguous
+        Upstream gradient of ``y``.
+    g_l1, g_l2 : float
+        Upstream gradients of ``l1`` and ``l2``.
+
+    Returns
+    -------
+    ndarray of float32, the shape of ``y``
+    """
+    if y.ndim < 2 or g_y.shape != y.shape:
+        raise ValueError(f"y and g_y must have one shape (N, T, ...), got {y.shape} and {g_y.shape}")
+    flat = (y.shape[0], y.shape[1], -1)
+    _check_array("y", y, np.float32)
+    _check_array("g_y", g_y, np.float32)
+    g_x = np.empty_like(y)
+    g_l1, g_l2 = np.float32(g_l1), np.float32(g_l2)
+    _backward(y.reshape(flat), g_y.reshape(flat), g_l1, np.float32(2.0) * g_l2, g_x.reshape(flat))
+    return g_x

@@ -1,0 +1,133 @@
+"""The training fast path of threshold mode (ops.threshold_clip, deltanet.threshold_clip_tf)
+against the NumPy reference (tests/naive.py) and the backend-neutral keras.ops pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import naive
+from deltanet.delta_activation import DeltaActivation, _threshold_clip
+from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
+
+
+def _clips(shape, seed=0):
+    """Random-walk clips ``(N, T, ...)``: elements that drift, some that never change, a repeated frame."""
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.normal(0, 0.2, shape), axis=1).astype("float32")
+    x[:, :, 0] = 0.0
+    x[:, 2] = x[:, 1]
+    return x
+
+
+def _thetas(c, seed=1):
+    theta = np.abs(np.random.default_rng(seed).normal(0, 0.2, c)).astype("float32")
+    theta[0] = 0.0  # fires on any change
+    return theta
+
+
+def test_forward_matches_the_numpy_reference_bit_for_bit():
+    x = _clips((3, 6, 7, 4))
+    theta = _thetas(4)
+    y, l1, l2, nonzero_d, nonzero_y = threshold_clip_forward(x, theta)
+    ref = [naive.threshold_stream(clip, theta) for clip in x]
+    y_ref = np.stack([r[0] for r in ref])
+    d = np.stack([r[1] for r in ref])[:, 1:]
+    np.testing.assert_array_equal(y, y_ref)
+    assert nonzero_d == np.count_nonzero(d) and nonzero_y == np.count_nonzero(y_ref)
+    assert 0 < nonzero_d < d.size
+    np.testing.assert_allclose(l1, np.abs(d.astype(np.float64)).sum(), rtol=1e-12)
+    np.testing.assert_allclose(l2, np.square(d.astype(np.float64)).sum(), rtol=1e-12)
+
+
+def test_backward_is_the_hand_written_gradient():
+    x = _clips((2, 5, 6, 3), seed=2)
+    theta = _thetas(3)
+    y, *_ = threshold_clip_forward(x, theta)
+    g_y = np.random.default_rng(3).normal(size=x.shape).astype("float32")
+    g_x = threshold_clip_backward(y, g_y, 0.7, 1.3)
+    d = np.diff(y, axis=1)
+    expected = g_y.copy()
+    expected[:, 1:] += np.float32(0.7) * np.sign(d) + np.float32(2.6) * d
+    np.testing.assert_array_equal(g_x, expected)
+
+
+def test_empty_batch_and_bad_arguments():
+    y, l1, l2, nonzero_d, nonzero_y = threshold_clip_forward(np.zeros((0, 3, 2, 4), "float32"), np.zeros(4, "float32"))
+    assert y.shape == (0, 3, 2, 4) and (l1, l2, nonzero_d, nonzero_y) == (0.0, 0.0, 0, 0)
+    x = np.zeros((1, 3, 2, 4), "float32")
+    with pytest.raises(ValueError, match="dtype float32"):
+        threshold_clip_forward(x.astype("float64"), np.zeros(4, "float32"))
+    with pytest.raises(ValueError, match=r"theta must have shape \(4\)"):
+        threshold_clip_forward(x, np.zeros(3, "float32"))
+    with pytest.raises(ValueError, match=">= 0"):
+        threshold_clip_forward(x, np.full(4, -1.0, "float32"))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        threshold_clip_forward(np.zeros((1, 3, 4, 2), "float32").transpose(0, 1, 3, 2), np.zeros(4, "float32"))
+    with pytest.raises(ValueError, match="one shape"):
+        threshold_clip_backward(x, x[:, 1:], 1.0, 1.0)
+
+
+def _pass_and_gradient(clip, x, theta, w):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = clip(x, theta)
+        loss = tf.reduce_sum(out[0] * w) + 0.9 * out[1] + 1.7 * out[2]
+    return out, tape.gradient(loss, x)
+
+
+@pytest.mark.parametrize(
+    "shape, per_channel", [((3, 4, 5, 6, 3), True), ((3, 4, 5, 6, 3), False), ((4, 3, 16), True), ((2, 3, 1, 1, 8), True)]
+)
+def test_tensorflow_fast_path_equals_the_keras_ops_pass(shape, per_channel):
+    """Same outputs (the sums within float32 rounding), same gradient, eagerly and in a graph."""
+    import tensorflow as tf
+
+    from deltanet.threshold_clip_tf import threshold_clip_tf
+
+    x = _clips(shape, seed=4)
+    x[0, 1, 0] = np.inf  # fires, then stays: inf - inf must not leak NaN into d or its gradient
+    x[0, 2, 0] = np.inf
+    x = tf.constant(x)
+    theta = tf.constant(_thetas(shape[-1]) if per_channel else np.float32(0.15))
+    w = tf.constant(np.random.default_rng(5).normal(size=shape).astype("float32"))
+    as_numpy = lambda out, grad: ([o.numpy() for o in out], grad.numpy())  # noqa: E731
+    reference, g_reference = as_numpy(*_pass_and_gradient(_threshold_clip, x, theta, w))
+    graph = tf.function(lambda x: _pass_and_gradient(threshold_clip_tf, x, theta, w))
+    for fast, g_fast in (as_numpy(*_pass_and_gradient(threshold_clip_tf, x, theta, w)), as_numpy(*graph(x))):
+        np.testing.assert_array_equal(fast[0], reference[0])
+        np.testing.assert_array_equal(fast[3:], reference[3:])  # counts
+        np.testing.assert_allclose(fast[1:3], reference[1:3], rtol=1e-6)
+        np.testing.assert_allclose(g_fast, g_reference, rtol=1e-6, atol=1e-6)
+    assert 0 < reference[3] < reference[4]
+
+
+def test_training_calls_take_the_fast_path_and_match_inference_calls(monkeypatch):
+    """DeltaActivation(training=True) under TensorFlow: the fast path's output, penalty and
+    density counters are those of the keras.ops pass (what training=False runs)."""
+    from deltanet import threshold_clip_tf
+
+    calls = []
+    fast = threshold_clip_tf.threshold_clip_tf
+    monkeypatch.setattr(threshold_clip_tf, "threshold_clip_tf", lambda *a: calls.append(1) or fast(*a))
+    x = _clips((2, 5, 4, 4, 3), seed=6)
+    results = []
+    for training in (True, False):
+        layer = DeltaActivation(mode="threshold", threshold=0.1, penalty_weight=2.0, cost_per_nonzero=3.0)
+        layer.build(x.shape)
+        y = np.asarray(layer(x, training=training))
+        penalty = float(layer._penalty(*[np.float32(v) for v in _stats(x, 0.1)]))
+        results.append((y, layer.temporal_density, layer.spatial_density, [float(v) for v in layer.losses] or [penalty]))
+    assert calls == [1]
+    (y_fast, t_fast, s_fast, loss_fast), (y_ref, t_ref, s_ref, loss_ref) = results
+    np.testing.assert_array_equal(y_fast, y_ref)
+    assert t_fast == t_ref and s_fast == s_ref and 0 < t_fast < s_fast < 1
+    np.testing.assert_allclose(loss_fast, loss_ref, rtol=1e-6)
+
+
+def _stats(x, theta):
+    """``(sum|d|, sum d^2, delta elements)`` of the NumPy reference (frames t >= 1)."""
+    d = np.stack([naive.threshold_stream(clip, np.float32(theta))[1] for clip in x])[:, 1:]
+    return np.abs(d).sum(), np.square(d).sum(), d.size
