@@ -99,7 +99,7 @@ def build_parser() -> ArgumentParser:
 def _prepare(model: str, source: str, n: int, granularity: str, threads: int, work: Path) -> list[Path]:
     import numpy as np
 
-    from streaming.bench import _read_frames
+    from streaming.bench import read_frames
     from streaming.bundle import is_bundle, load_bundle, save_bundle
 
     if granularity not in ("auto", "element", "pixel"):
@@ -117,7 +117,7 @@ def _prepare(model: str, source: str, n: int, granularity: str, threads: int, wo
 
         plan = to_plan(deltanet.load_model(model))
     bundle = save_bundle(plan, work / "model.bundle")
-    frames = _read_frames(source, n, plan.input_shape[:2])
+    frames = read_frames(source, n, plan.input_shape[:2])
     np.save(work / "frames.npy", frames)
     gran = granularity
     if granularity == "auto":

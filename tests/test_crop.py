@@ -61,13 +61,13 @@ def test_crop_before_resize():
 
 
 def test_bench_reads_cropped_frames(tmp_path):
-    from streaming.bench import _read_frames
+    from streaming.bench import read_frames
     from training.video import read_video, write_video
 
     frames = np.random.default_rng(1).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
     path = write_video(tmp_path / "v.avi", list(frames))
     decoded = read_video(path)
-    got = _read_frames(str(path), 5, (16, 16, 1), Crop.parse("8,4,32,32"))
+    got = read_frames(str(path), 5, (16, 16, 1), Crop.parse("8,4,32,32"))
     expected = np.stack([cv2.cvtColor(cv2.resize(f[4:36, 8:40], (16, 16), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
                          for f in decoded])[..., None]
     np.testing.assert_array_equal(got, expected)
