@@ -33,6 +33,16 @@ def _divisible(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
+def _frame_input(num_classes: int, size: int, min_size: int):
+    """The built-in frame models' checked input: ``(inputs, x)``, 0..255 RGB rescaled to [-1, 1]."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, received {num_classes}")
+    if size < min_size:
+        raise ValueError(f"size must be >= {min_size}, received {size}")
+    inputs = keras.Input((size, size, 3), name="frame")
+    return inputs, keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
+
+
 def mobilenet_v2_frame_model(
     num_classes: int,
     *,
@@ -59,13 +69,8 @@ def mobilenet_v2_frame_model(
         dropout: dropout before the classifier. Defaults to 0.2.
         name: model name.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, received {num_classes}")
-    if size < 16:
-        raise ValueError(f"size must be >= 16, received {size}")
+    inputs, x = _frame_input(num_classes, size, min_size=16)
     bn = dict(momentum=0.9, epsilon=1e-3)
-    inputs = keras.Input((size, size, 3), name="frame")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
     channels = _divisible(32 * width)
     x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = keras.layers.BatchNormalization(name="stem_bn", **bn)(x)
@@ -116,13 +121,8 @@ def resnet_frame_model(
     :func:`mobilenet_v2_frame_model`: plain ReLU, the input 0..255 RGB rescaled to [-1, 1] inside,
     logits out. ``width`` scales every stage's channels.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, received {num_classes}")
-    if size < 32:
-        raise ValueError(f"size must be >= 32, received {size}")
+    inputs, x = _frame_input(num_classes, size, min_size=32)
     bn = dict(momentum=0.9, epsilon=1e-5)
-    inputs = keras.Input((size, size, 3), name="frame")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
     x = keras.layers.Conv2D(_divisible(64 * width), 7, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = keras.layers.BatchNormalization(name="stem_bn", **bn)(x)
     x = keras.layers.ReLU(name="stem_relu")(x)

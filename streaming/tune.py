@@ -39,10 +39,8 @@ def build_parser() -> ArgumentParser:
 def run(model: str, source: str, *, frames: int = 60, threads: int = 2, out: str | None = None, crop=None, log=print) -> dict:
     """Tune an engine for ``model`` on ``source``'s first ``frames`` frames; write and return the record."""
     from streaming.bench import read_frames
-    from streaming.model_io import load_engine
+    from streaming.model_io import load_engine, model_kind
     from streaming.tuning import save_tuning, tune, tuning_path
-
-    from streaming.model_io import model_kind
 
     model_kind(model)  # CliError for a missing model, before TensorFlow loads
     path = Path(out) if out else tuning_path(model)

@@ -132,19 +132,23 @@ def tuning_record(engine: DeltaEngine, tuning_frames: int) -> dict:
     }
 
 
+class TuningMismatch(ValueError):
+    """A saved tuning that does not belong to this engine (another thread count, model or version)."""
+
+
 def apply_tuning(engine: DeltaEngine, tuning: dict) -> None:
-    """Give ``engine`` a saved tuning; ``ValueError`` (one line) if it was measured for another
+    """Give ``engine`` a saved tuning; ``TuningMismatch`` (one line) if it was measured for another
     model or thread count, since kernel choices and break-evens do not transfer between them."""
     if tuning.get("version") != TUNING_VERSION:
-        raise ValueError(f"tuning version {tuning.get('version')!r}, this deltanet reads version {TUNING_VERSION}: re-tune")
+        raise TuningMismatch(f"tuning version {tuning.get('version')!r}, this deltanet reads version {TUNING_VERSION}: re-tune")
     if tuning.get("threads") != engine.threads:
-        raise ValueError(f"tuning was measured at threads={tuning.get('threads')}, the engine runs threads={engine.threads}: "
-                         "re-tune, or run with the tuning's thread count")  # fmt: skip
+        raise TuningMismatch(f"tuning was measured at threads={tuning.get('threads')}, the engine runs threads={engine.threads}: "
+                             "re-tune, or run with the tuning's thread count (--threads)")  # fmt: skip
     names = set(engine.layer_names)
     for key in ("granularity", "breakeven"):
         got = set(tuning.get(key) or {})
         if got != names:
-            raise ValueError(f"tuning {key} does not match the model's MAC layers (missing {sorted(names - got)[:3]}, "
+            raise TuningMismatch(f"tuning {key} does not match the model's MAC layers (missing {sorted(names - got)[:3]}, "
                              f"unknown {sorted(got - names)[:3]}): it was measured for another model")  # fmt: skip
     engine.granularity = dict(tuning["granularity"])
     engine.breakeven = {k: (math.inf if v is None else float(v)) for k, v in tuning["breakeven"].items()}
@@ -180,7 +184,9 @@ def load_tuning(path: str | os.PathLike) -> dict:
 def use_tuning(engine: DeltaEngine, spec: str, model_path: str | os.PathLike, log=None) -> Path | None:
     """The CLIs' ``--tuning``: ``"auto"`` (the file :func:`tuning_path` names, if there is one),
     ``"none"`` (untuned defaults) or a path. Returns the file applied, if any; ``CliError``
-    (one line) if it cannot be."""
+    (one line) if it cannot be. Under ``"auto"`` a file measured for another thread count or
+    model is not an error (the user did not ask for it): the run goes on untuned and ``log``
+    says why."""
     from deltanet.cli import CliError
 
     if spec == "none":
@@ -192,6 +198,12 @@ def use_tuning(engine: DeltaEngine, spec: str, model_path: str | os.PathLike, lo
         raise CliError(f"--tuning: no such file: {spec}")
     try:
         apply_tuning(engine, load_tuning(path))
+    except TuningMismatch as e:
+        if spec != "auto":
+            raise CliError(f"--tuning {path}: {e}") from e
+        if log is not None:
+            log(f"tuning: {path} not used ({e}); running untuned")
+        return None
     except ValueError as e:
         raise CliError(f"--tuning {path}: {e}") from e
     if log is not None:

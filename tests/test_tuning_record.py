@@ -85,6 +85,16 @@ def test_a_tuning_for_another_model_or_thread_count_is_refused(assets, tmp_path)
     assert use_tuning(engine, str(path), assets.model) == path
     assert use_tuning(engine, "auto", tmp_path / "no_such_model.keras") is None  # nothing saved: untuned
     assert use_tuning(engine, "none", assets.model) is None
+    # a saved tuning for another thread count: an explicit --tuning PATH is refused, while the
+    # default auto (the user did not ask for that file) runs untuned and says why
+    save_tuning(record, tmp_path / "m.tuning.json")
+    engine2 = load_engine(assets.model, threads=2)
+    with pytest.raises(CliError, match="threads=1.*threads=2"):
+        use_tuning(engine2, str(tmp_path / "m.tuning.json"), tmp_path / "m.keras")
+    said = []
+    assert use_tuning(engine2, "auto", tmp_path / "m.keras", log=said.append) is None
+    assert len(said) == 1 and "not used" in said[0] and "threads=1" in said[0], said
+    assert engine2.granularity == load_engine(assets.model, threads=2).granularity  # untouched
     with pytest.raises(CliError, match="no such file"):
         use_tuning(engine, str(tmp_path / "missing.json"), assets.model)
     (tmp_path / "bad.json").write_text("{not json")
