@@ -46,6 +46,7 @@ class FitConfig:
     epochs: int = 20
     batch_size: int = 8
     learning_rate: float = 2e-3
+    lr_warmup: float = 0.0  # fraction of steps over which the learning rate rises linearly to learning_rate
     delta_mode: str = "threshold"
     threshold: float = 0.1
     step: float = 0.05
@@ -89,6 +90,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="clips per batch")
     p.add_argument("--learning-rate", type=positive_float, default=d.learning_rate)
+    p.add_argument("--lr-warmup", type=nonneg_float, default=d.lr_warmup, help="fraction of the steps (< 1) over which the learning rate rises linearly from a tenth to --learning-rate before the cosine decay")
     p.add_argument("--delta-mode", choices=("threshold", "quantize"), default=d.delta_mode)
     p.add_argument("--threshold", type=nonneg_float, default=d.threshold, help="threshold mode: initial per-channel threshold")
     p.add_argument("--step", type=positive_float, default=d.step, help="quantize mode: initial quantization step")
@@ -235,9 +237,15 @@ def build(cfg: FitConfig, class_names: list[str]):
 def compile_model(model, cfg: FitConfig, steps_per_epoch: int) -> None:
     import keras
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps_per_epoch), alpha=0.05
-    )
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(round(cfg.lr_warmup * total)))
+    if warmup > 0:  # linear warm-up from a tenth of the rate, then the same cosine decay
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 10, decay_steps=total - warmup, alpha=0.05,
+            warmup_target=cfg.learning_rate, warmup_steps=warmup,
+        )
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total, alpha=0.05)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -383,8 +391,8 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
 
     from deltanet.schedules import fit_callbacks
 
-    if cfg.warmup >= 0.9 or cfg.depth_progressive >= 1 or cfg.shift_fraction >= 1:
-        raise CliError("--warmup must be < 0.9, --depth-progressive < 1 and --shift-fraction < 1")
+    if cfg.warmup >= 0.9 or cfg.depth_progressive >= 1 or cfg.shift_fraction >= 1 or cfg.lr_warmup >= 1:
+        raise CliError("--warmup must be < 0.9, --depth-progressive < 1, --shift-fraction < 1 and --lr-warmup < 1")
     schedule = fit_callbacks(
         schedule=cfg.schedule, total_steps=cfg.epochs * (steps or 100), warmup=cfg.warmup,
         depth_progressive=cfg.depth_progressive, threshold_shift=cfg.threshold_shift, shift_fraction=cfg.shift_fraction,
@@ -502,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        lr_warmup=args.lr_warmup,
         delta_mode=args.delta_mode,
         threshold=args.threshold,
         step=args.step,
