@@ -17,6 +17,7 @@ import numpy as np
 from deltanet import calibrate as cal
 from deltanet.models import CLIP_HEAD, clip_classifier, frame_logits_model
 from deltanet.temporal_mean import TemporalMean
+from training.distribute import build_before_tracing
 from training.footage import Footage, sample_clips, windows
 
 #: validation clips are this long (or as long as the shortest validation video): long enough
@@ -141,6 +142,7 @@ class Job:
         else:
             frames = load_model(paths["checkpoint"])  # compiled: the optimizer state comes back
             self.log(f"resuming after epoch {state['epoch']} of {cfg.epochs}")
+        build_before_tracing(frames)  # one trace of the training step instead of two
         for epoch in range(state["epoch"], cfg.epochs):
             rng = np.random.default_rng([cfg.seed, epoch])
             x = sample_clips(self.distil, cfg.clips_per_epoch, cfg.frames, rng)
