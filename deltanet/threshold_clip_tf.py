@@ -16,6 +16,7 @@ GPU training steps (:func:`applies`).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -25,10 +26,15 @@ from deltanet.upstream import in_xla_compilation
 from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
 
 
-def _forward(x: np.ndarray, theta: np.ndarray):
+#: Run the kernels on numba's threads (``prange`` over the clips) instead of the calling one;
+#: read when a graph is traced.
+PARALLEL = False
+
+
+def _forward(x: np.ndarray, theta: np.ndarray, parallel: bool):
     n, t, c = x.shape[0], x.shape[1], x.shape[-1]
-    y, l1, l2, nonzero, nonzero_y = threshold_clip_forward(x.reshape(n, t, math.prod(x.shape[2:-1]), c), theta)
-    return y.reshape(x.shape), *(np.float32(v) for v in (l1, l2, nonzero, nonzero_y))
+    y, stats = threshold_clip_forward(x.reshape(n, t, math.prod(x.shape[2:-1]), c), theta, parallel)
+    return y.reshape(x.shape), stats.astype(np.float32)
 
 
 def applies() -> bool:
@@ -40,24 +46,36 @@ def applies() -> bool:
 def threshold_clip_tf(x, theta):
     """``_threshold_clip(x, theta)`` (float32 ``x`` of shape ``(batch, time >= 2, ..., C)``)
     computed by ``ops.threshold_clip``: ``(y, sum|d|, sum d^2, non-zero deltas, delta elements,
-    non-zero outputs)``, with the same hand-written gradient."""
+    non-zero outputs)``, with the same hand-written gradient. One ``numpy_function`` each way
+    (the four statistics come back as one array: each extra output is a conversion)."""
     theta = tf.broadcast_to(tf.cast(theta, tf.float32), [x.shape[-1]])
     steps = x.shape[1]
+    parallel = PARALLEL
 
     @tf.custom_gradient
     def fused(x):
-        y, l1, l2, nonzero, nonzero_y = tf.numpy_function(
-            _forward, [x, theta], [tf.float32] * 5, stateful=False, name="threshold_clip_forward"
+        y, stats = tf.numpy_function(
+            functools.partial(_forward, parallel=parallel),
+            [x, theta],
+            [tf.float32] * 2,
+            stateful=False,
+            name="threshold_clip_forward",
         )
         y.set_shape(x.shape)
+        l1, l2, nonzero, nonzero_y = tf.unstack(tf.reshape(stats, [4]))
         count = tf.cast(tf.size(x) // steps * (steps - 1), tf.float32)
 
         def grad(g_y, g_l1, g_l2, *unused):
-            g_x = tf.numpy_function(threshold_clip_backward, [y, g_y, g_l1, g_l2], tf.float32, stateful=False, name="threshold_clip_backward")
+            g_x = tf.numpy_function(
+                functools.partial(threshold_clip_backward, parallel=parallel),
+                [y, g_y, g_l1, g_l2],
+                tf.float32,
+                stateful=False,
+                name="threshold_clip_backward",
+            )
             g_x.set_shape(x.shape)
             return g_x
 
-        stats = [tf.reshape(s, ()) for s in (l1, l2, nonzero)]
-        return (y, *stats, count, tf.reshape(nonzero_y, ())), grad
+        return (y, l1, l2, nonzero, count, nonzero_y), grad
 
     return fused(x)
