@@ -167,3 +167,31 @@ def test_tensorflow_fast_path_on_parallel_kernels_equals_the_serial_one(monkeypa
     np.testing.assert_array_equal(parallel[0].numpy(), serial[0].numpy())
     np.testing.assert_array_equal(g_parallel.numpy(), g_serial.numpy())
     np.testing.assert_allclose([float(v) for v in parallel[1:]], [float(v) for v in serial[1:]], rtol=1e-6)
+
+
+def test_tensorflow_takes_an_aligned_output_without_copying_it():
+    """What the alignment is for: a numpy_function's aligned output reaches the next
+    numpy_function as the same memory (TensorFlow wrapped it), a 16-byte aligned one (NumPy's
+    own alignment) as a copy."""
+    import tensorflow as tf
+
+    from ops.threshold_clip import aligned_empty
+
+    addresses = {}
+
+    def produce(x, aligned):
+        out = aligned_empty(x.shape) if aligned else aligned_empty((x.size + 4,))[4:].reshape(x.shape)  # 16 bytes off
+        out[...] = x
+        addresses["out"] = out.ctypes.data
+        return out
+
+    def consume(a):
+        addresses["in"] = a.ctypes.data
+        return np.float32(0)
+
+    for aligned in (True, False):
+        produced = lambda x, aligned=aligned: produce(x, aligned)  # noqa: E731
+        tf.function(
+            lambda x: tf.numpy_function(consume, [tf.numpy_function(produced, [x], tf.float32, stateful=False)], tf.float32, stateful=False)
+        )(tf.zeros((3, 100)))
+        assert (addresses["in"] == addresses["out"]) is aligned
