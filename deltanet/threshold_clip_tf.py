@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
 
 from deltanet.upstream import in_xla_compilation
-from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
+from ops.threshold_clip import aligned_empty, threshold_clip_backward, threshold_clip_forward
 
 
 #: Run the kernels on numba's threads (``prange`` over the clips) instead of the calling one;
@@ -31,10 +33,45 @@ from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
 PARALLEL = False
 
 
+class _ReusedOutputs:
+    """The kernels' output arrays, each handed out again once TensorFlow has let go of it.
+
+    A fresh array per call is fresh memory: with ~75 MB of activations forward and as much
+    backward per step, malloc gives pages back to the system and takes them again, a page
+    fault per 4 KiB (``scripts/step_time.py`` counts them). TensorFlow holds a reference to
+    every NumPy array it wrapped (:data:`ops.threshold_clip.ALIGNMENT`) until the last tensor
+    using it is gone, so an array that nothing but this pool references is free. The pool
+    keeps the step's peak of outputs allocated for the life of the process.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            arrays = self._arrays.setdefault(tuple(shape), [])
+            for a in arrays:
+                if sys.getrefcount(a) == 3:  # the list, `a` and getrefcount's argument: free
+                    return a
+            a = aligned_empty(shape)
+            arrays.append(a)
+            return a
+
+
+_outputs = _ReusedOutputs()
+
+
 def _forward(x: np.ndarray, theta: np.ndarray, parallel: bool):
     n, t, c = x.shape[0], x.shape[1], x.shape[-1]
-    y, stats = threshold_clip_forward(x.reshape(n, t, math.prod(x.shape[2:-1]), c), theta, parallel)
-    return y.reshape(x.shape), stats.astype(np.float32)
+    y = _outputs.take(x.shape)
+    flat = (n, t, math.prod(x.shape[2:-1]), c)
+    _, stats = threshold_clip_forward(x.reshape(flat), theta, parallel, out=y.reshape(flat))
+    return y, stats.astype(np.float32)
+
+
+def _backward(y: np.ndarray, g_y: np.ndarray, g_l1: np.ndarray, g_l2: np.ndarray, parallel: bool) -> np.ndarray:
+    return threshold_clip_backward(y, g_y, g_l1, g_l2, parallel, out=_outputs.take(y.shape))
 
 
 def applies() -> bool:
@@ -67,7 +104,7 @@ def threshold_clip_tf(x, theta):
 
         def grad(g_y, g_l1, g_l2, *unused):
             g_x = tf.numpy_function(
-                functools.partial(threshold_clip_backward, parallel=parallel),
+                functools.partial(_backward, parallel=parallel),
                 [y, g_y, g_l1, g_l2],
                 tf.float32,
                 stateful=False,

@@ -144,7 +144,18 @@ def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     return raw[start : start + size].view(np.float32).reshape(shape)
 
 
-def threshold_clip_forward(x: np.ndarray, theta: np.ndarray, parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _output(out: np.ndarray | None, shape: tuple[int, ...], *inputs: np.ndarray) -> np.ndarray:
+    if out is None:
+        return aligned_empty(shape)
+    _check_array("out", out, np.float32, shape=shape, writeable=True)
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise ValueError("out must not overlap the inputs")
+    return out
+
+
+def threshold_clip_forward(
+    x: np.ndarray, theta: np.ndarray, parallel: bool = False, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Threshold mode over clips: references and delta statistics in one pass.
 
     Parameters
@@ -155,6 +166,8 @@ def threshold_clip_forward(x: np.ndarray, theta: np.ndarray, parallel: bool = Fa
         Per-channel thresholds, finite and ``>= 0``.
     parallel : bool
         Share the clips out among numba's threads (``numba.set_num_threads``). Defaults to False.
+    out : ndarray of float32, the shape of ``x``, C-contiguous, optional
+        Where to write ``y`` (not overlapping ``x``) (returned as is). Defaults to a new :func:`aligned_empty` array.
 
     Returns
     -------
@@ -170,14 +183,16 @@ def threshold_clip_forward(x: np.ndarray, theta: np.ndarray, parallel: bool = Fa
     _check_array("theta", theta, np.float32, 1, shape=(x.shape[3],))
     _check_theta(theta)
     n, t, m, c = x.shape
-    y = aligned_empty(x.shape)
+    y = _output(out, x.shape, x)
     stats = np.empty(4, np.float64)
     kernel = _forward_par if parallel else _forward
     kernel(x.reshape(n, t, m * c), np.tile(theta, m), y.reshape(n, t, m * c), stats)
     return y, stats
 
 
-def threshold_clip_backward(y: np.ndarray, g_y: np.ndarray, g_l1: float, g_l2: float, parallel: bool = False) -> np.ndarray:
+def threshold_clip_backward(
+    y: np.ndarray, g_y: np.ndarray, g_l1: float, g_l2: float, parallel: bool = False, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient w.r.t. ``x`` of ``threshold_clip_forward``'s ``y``, ``l1`` and ``l2``.
 
     ``g_x_t = g_y_t + g_l1 sign(d_t) + 2 g_l2 d_t`` at frames ``t >= 1`` (``g_y_0`` at
@@ -195,6 +210,8 @@ def threshold_clip_backward(y: np.ndarray, g_y: np.ndarray, g_l1: float, g_l2: f
         Upstream gradients of ``l1`` and ``l2``.
     parallel : bool
         Share the clips out among numba's threads. Defaults to False.
+    out : ndarray of float32, the shape of ``y``, C-contiguous, optional
+        Where to write the gradient (not overlapping ``y``, ``g_y``) (returned as is). Defaults to a new :func:`aligned_empty` array.
 
     Returns
     -------
@@ -205,7 +222,7 @@ def threshold_clip_backward(y: np.ndarray, g_y: np.ndarray, g_l1: float, g_l2: f
     flat = (y.shape[0], y.shape[1], -1)
     _check_array("y", y, np.float32)
     _check_array("g_y", g_y, np.float32)
-    g_x = aligned_empty(y.shape)
+    g_x = _output(out, y.shape, y, g_y)
     g_l1, g_l2 = np.float32(g_l1), np.float32(g_l2)
     (_backward_par if parallel else _backward)(y.reshape(flat), g_y.reshape(flat), g_l1, np.float32(2.0) * g_l2, g_x.reshape(flat))
     return g_x

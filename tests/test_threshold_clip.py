@@ -195,3 +195,26 @@ def test_tensorflow_takes_an_aligned_output_without_copying_it():
             lambda x: tf.numpy_function(consume, [tf.numpy_function(produced, [x], tf.float32, stateful=False)], tf.float32, stateful=False)
         )(tf.zeros((3, 100)))
         assert (addresses["in"] == addresses["out"]) is aligned
+
+
+def test_outputs_are_reused_only_once_tensorflow_let_go_of_them(monkeypatch):
+    """The fast path's output pool: an output that a live tensor still uses is never written
+    again; once the tensor is gone its array serves the next call (no new memory per step)."""
+    import tensorflow as tf
+
+    from deltanet import threshold_clip_tf
+
+    x = tf.constant(_clips((2, 3, 4, 5), seed=11))
+    theta = tf.constant(_thetas(5))
+    step = tf.function(lambda x: threshold_clip_tf.threshold_clip_tf(x, theta)[0])
+    pool = threshold_clip_tf._ReusedOutputs()
+    monkeypatch.setattr(threshold_clip_tf, "_outputs", pool)
+    first = step(x)
+    kept = first.numpy().copy()
+    second = step(x * 2.0)  # `first` is alive: another array
+    np.testing.assert_array_equal(first.numpy(), kept)
+    assert len(pool._arrays[tuple(x.shape)]) == 2
+    del first, second
+    for _ in range(5):
+        np.testing.assert_array_equal(step(x).numpy(), kept)
+    assert len(pool._arrays[tuple(x.shape)]) <= 3
