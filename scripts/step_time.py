@@ -57,9 +57,9 @@ def compiled_model(args, baseline: bool, jit: bool = False):
 
 def time_alternating(models: dict, x, y, steps: int) -> None:
     """``train_on_batch`` each model in turn, ``steps`` rounds; print median ms/step (and the
-    range), the ratio to ``models["baseline"]``, CPU ms and minor page faults per step."""
+    range), the ratio to ``models["baseline"]``, median CPU ms and mean minor page faults per step."""
     times = {k: [] for k in models}
-    cpu = dict.fromkeys(models, 0.0)
+    cpu = {k: [] for k in models}
     faults = dict.fromkeys(models, 0)
     for _ in range(steps):
         for name, m in models.items():
@@ -68,14 +68,14 @@ def time_alternating(models: dict, x, y, steps: int) -> None:
             m.train_on_batch(x, y)
             times[name].append(time.perf_counter() - t0)
             r1 = resource.getrusage(resource.RUSAGE_SELF)
-            cpu[name] += r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+            cpu[name].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
             faults[name] += r1.ru_minflt - r0.ru_minflt
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
         spread = f"[{min(times[k]) * 1000:.0f}-{max(times[k]) * 1000:.0f}]"
         print(
             f"{k:16s} {v * 1000:7.1f} ms/step {spread:>11s}  {v / med['baseline']:.2f}x baseline  "
-            f"{cpu[k] / steps * 1000:7.1f} CPU ms/step  {faults[k] // steps:7d} page faults/step"
+            f"{statistics.median(cpu[k]) * 1000:7.1f} CPU ms/step  {faults[k] // steps:7d} page faults/step"
         )
 
 
