@@ -9,6 +9,12 @@ Same outputs (bit for bit; the two sums within float32 rounding, accumulated in 
 same gradient (bit for bit), tested against the ``keras.ops`` version
 (``tests/test_threshold_clip.py``).
 
+What the calls cost besides the kernels (``docs/training_speed.md``, "Session 6"): each output
+array is taken by TensorFlow without a copy if it is 64-byte aligned (a full copy of every
+activation otherwise), and is written into memory reused from earlier steps
+(:class:`_ReusedOutputs`) rather than into fresh pages; the four statistics come back as one
+output.
+
 A ``numpy_function`` needs Python at run time, so ``DeltaActivation`` uses this in training
 calls only; inference graphs (exports, ``predict``) keep the neutral ops, and so do XLA and
 GPU training steps (:func:`applies`).
@@ -84,7 +90,8 @@ def threshold_clip_tf(x, theta):
     """``_threshold_clip(x, theta)`` (float32 ``x`` of shape ``(batch, time >= 2, ..., C)``)
     computed by ``ops.threshold_clip``: ``(y, sum|d|, sum d^2, non-zero deltas, delta elements,
     non-zero outputs)``, with the same hand-written gradient. One ``numpy_function`` each way
-    (the four statistics come back as one array: each extra output is a conversion)."""
+    (the four statistics come back as one array: each extra output is a conversion). The
+    kernels run on numba's threads if :data:`PARALLEL` is set when the graph is traced."""
     theta = tf.broadcast_to(tf.cast(theta, tf.float32), [x.shape[-1]])
     steps = x.shape[1]
     parallel = PARALLEL

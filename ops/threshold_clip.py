@@ -12,9 +12,14 @@ is their reference.
 
 The recursion is the one definition of the hysteresis in the kernels
 (:func:`ops.encode._hysteresis`), so training and the runtime agree bit for bit. Sums are
-accumulated in float64. The kernels are serial: TensorFlow's own threads run the rest of the
-step, and a parallel region on a busy 2-core machine waits for descheduled workers
-(``ops.config``); measured 8 ms per call under load against 1.4 ms serial.
+accumulated in float64. Each kernel comes serial (the default) and as a ``prange`` over the
+clips (``parallel=True``): while a kernel runs, the training step has nothing else to do on a
+chain of layers, so a second core would otherwise idle; but a parallel region on a busy 2-core
+machine waits for descheduled workers (``ops.config``; session 5 measured 8 ms per call under
+load against 1.4 ms serial). ``docs/training_speed.md``, "Session 6", has the measurements.
+
+Outputs are :data:`ALIGNMENT`-aligned (or written into ``out``): TensorFlow then takes them as
+they are instead of copying them.
 """
 
 from __future__ import annotations

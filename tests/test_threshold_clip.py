@@ -214,7 +214,10 @@ def test_outputs_are_reused_only_once_tensorflow_let_go_of_them(monkeypatch):
     second = step(x * 2.0)  # `first` is alive: another array
     np.testing.assert_array_equal(first.numpy(), kept)
     assert len(pool._arrays[tuple(x.shape)]) == 2
+    view = second.numpy()  # NumPy's view of a tensor keeps its memory after the tensor is gone
+    kept_second = view.copy()
     del first, second
     for _ in range(5):
         np.testing.assert_array_equal(step(x).numpy(), kept)
+    np.testing.assert_array_equal(view, kept_second)
     assert len(pool._arrays[tuple(x.shape)]) <= 3
