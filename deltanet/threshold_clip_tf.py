@@ -9,6 +9,12 @@ Same outputs (bit for bit; the two sums within float32 rounding, accumulated in 
 same gradient (bit for bit), tested against the ``keras.ops`` version
 (``tests/test_threshold_clip.py``).
 
+What the calls cost besides the kernels (``docs/training_speed.md``, "Session 6"): each output
+array is taken by TensorFlow without a copy if it is 64-byte aligned (a full copy of every
+activation otherwise), and is written into memory reused from earlier steps
+(:class:`_ReusedOutputs`) rather than into fresh pages; the four statistics come back as one
+output.
+
 A ``numpy_function`` needs Python at run time, so ``DeltaActivation`` uses this in training
 calls only; inference graphs (exports, ``predict``) keep the neutral ops, and so do XLA and
 GPU training steps (:func:`applies`).
@@ -16,19 +22,62 @@ GPU training steps (:func:`applies`).
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
 
 from deltanet.upstream import in_xla_compilation
-from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
+from ops.threshold_clip import aligned_empty, threshold_clip_backward, threshold_clip_forward
 
 
-def _forward(x: np.ndarray, theta: np.ndarray):
+#: Run the kernels on numba's threads (``prange`` over the clips) instead of the calling one;
+#: read when a graph is traced.
+PARALLEL = False
+
+
+class _ReusedOutputs:
+    """The kernels' output arrays, each handed out again once TensorFlow has let go of it.
+
+    A fresh array per call is fresh memory: with ~75 MB of activations forward and as much
+    backward per step, malloc gives pages back to the system and takes them again, a page
+    fault per 4 KiB (``scripts/step_time.py`` counts them). TensorFlow holds a reference to
+    every NumPy array it wrapped (:data:`ops.threshold_clip.ALIGNMENT`) until the last tensor
+    using it is gone, so an array that nothing but this pool references is free. The pool
+    keeps the step's peak of outputs allocated for the life of the process.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            arrays = self._arrays.setdefault(tuple(shape), [])
+            for a in arrays:
+                if sys.getrefcount(a) == 3:  # the list, `a` and getrefcount's argument: free
+                    return a
+            a = aligned_empty(shape)
+            arrays.append(a)
+            return a
+
+
+_outputs = _ReusedOutputs()
+
+
+def _forward(x: np.ndarray, theta: np.ndarray, parallel: bool):
     n, t, c = x.shape[0], x.shape[1], x.shape[-1]
-    y, l1, l2, nonzero, nonzero_y = threshold_clip_forward(x.reshape(n, t, math.prod(x.shape[2:-1]), c), theta)
-    return y.reshape(x.shape), *(np.float32(v) for v in (l1, l2, nonzero, nonzero_y))
+    y = _outputs.take(x.shape)
+    flat = (n, t, math.prod(x.shape[2:-1]), c)
+    _, stats = threshold_clip_forward(x.reshape(flat), theta, parallel, out=y.reshape(flat))
+    return y, stats.astype(np.float32)
+
+
+def _backward(y: np.ndarray, g_y: np.ndarray, g_l1: np.ndarray, g_l2: np.ndarray, parallel: bool) -> np.ndarray:
+    return threshold_clip_backward(y, g_y, g_l1, g_l2, parallel, out=_outputs.take(y.shape))
 
 
 def applies() -> bool:
@@ -40,24 +89,37 @@ def applies() -> bool:
 def threshold_clip_tf(x, theta):
     """``_threshold_clip(x, theta)`` (float32 ``x`` of shape ``(batch, time >= 2, ..., C)``)
     computed by ``ops.threshold_clip``: ``(y, sum|d|, sum d^2, non-zero deltas, delta elements,
-    non-zero outputs)``, with the same hand-written gradient."""
+    non-zero outputs)``, with the same hand-written gradient. One ``numpy_function`` each way
+    (the four statistics come back as one array: each extra output is a conversion). The
+    kernels run on numba's threads if :data:`PARALLEL` is set when the graph is traced."""
     theta = tf.broadcast_to(tf.cast(theta, tf.float32), [x.shape[-1]])
     steps = x.shape[1]
+    parallel = PARALLEL
 
     @tf.custom_gradient
     def fused(x):
-        y, l1, l2, nonzero, nonzero_y = tf.numpy_function(
-            _forward, [x, theta], [tf.float32] * 5, stateful=False, name="threshold_clip_forward"
+        y, stats = tf.numpy_function(
+            functools.partial(_forward, parallel=parallel),
+            [x, theta],
+            [tf.float32] * 2,
+            stateful=False,
+            name="threshold_clip_forward",
         )
         y.set_shape(x.shape)
+        l1, l2, nonzero, nonzero_y = tf.unstack(tf.reshape(stats, [4]))
         count = tf.cast(tf.size(x) // steps * (steps - 1), tf.float32)
 
         def grad(g_y, g_l1, g_l2, *unused):
-            g_x = tf.numpy_function(threshold_clip_backward, [y, g_y, g_l1, g_l2], tf.float32, stateful=False, name="threshold_clip_backward")
+            g_x = tf.numpy_function(
+                functools.partial(_backward, parallel=parallel),
+                [y, g_y, g_l1, g_l2],
+                tf.float32,
+                stateful=False,
+                name="threshold_clip_backward",
+            )
             g_x.set_shape(x.shape)
             return g_x
 
-        stats = [tf.reshape(s, ()) for s in (l1, l2, nonzero)]
-        return (y, *stats, count, tf.reshape(nonzero_y, ())), grad
+        return (y, l1, l2, nonzero, count, nonzero_y), grad
 
     return fused(x)

@@ -1,6 +1,6 @@
 """Where the delta model's extra training-step time goes: its DeltaActivation layers stripped part by part.
 
-    python scripts/delta_step_profile.py [--steps 10] [--frames 4] [--size 112] [--batch 8]
+    python scripts/delta_step_profile.py [--steps 10] [--frames 4] [--size 112] [--batch 8] [--trace]
 
 Builds the default delta model several times, each with ``DeltaActivation.call`` cut down to
 one more part of its work (the variants below), plus the baseline, and times
@@ -10,7 +10,10 @@ cost of having the layers at all; ``forward_only`` .. ``fused+penalty`` add the 
 backend-neutral ``keras.ops`` pass one at a time; ``fast`` and ``fast+penalty`` the same with
 TensorFlow's numba fast path (``deltanet.threshold_clip_tf``); ``full`` is the layer as it is
 (in a TensorFlow training step: the fast path, the penalty and the density counters).
-Prints median ms per step.
+Prints median ms per step. ``--trace`` instead traces ``--steps`` steps of the baseline and of
+the delta model with TensorFlow's profiler and prints, per op type, the executor threads'
+milliseconds per step in each and the difference (largest first): where the delta step's
+extra time is spent, ``numpy_function`` calls (``PyFunc``) included.
 """
 
 from __future__ import annotations
@@ -69,11 +72,56 @@ def _variants():
     }
 
 
+def _op_type_ms(logdir: str, steps: int) -> dict[str, float]:
+    """Milliseconds per step that TensorFlow's executor threads spent in each op type."""
+    import collections
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    ms = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if name in ("ExecutorState::Process", "ParallelFor"):  # containers of the ops
+                    continue
+                node, _, op = name.rpartition(":")
+                kernel = next((k for k in ("threshold_clip_forward", "threshold_clip_backward") if k in node), None)
+                ms[f"{op} ({kernel})" if kernel else op] += event.duration_ps / 1e9 / steps
+    return ms
+
+
+def trace(models: dict, x, y, steps: int) -> None:
+    """Print the op types whose time differs most between the baseline and the delta model."""
+    import tempfile
+
+    import tensorflow as tf
+
+    per_model = {}
+    for name, m in models.items():
+        with tempfile.TemporaryDirectory() as logdir:
+            tf.profiler.experimental.start(logdir)
+            for _ in range(steps):
+                m.train_on_batch(x, y)
+            tf.profiler.experimental.stop()
+            per_model[name] = _op_type_ms(logdir, steps)
+    base, delta = per_model["baseline"], per_model["full"]
+    print(f"{'op type':48s} {'baseline':>9s} {'delta':>9s} {'extra':>9s}  (thread ms per step)")
+    for op in sorted(set(base) | set(delta), key=lambda k: base.get(k, 0) - delta.get(k, 0))[:25]:
+        print(f"{op[:48]:48s} {base.get(op, 0):9.2f} {delta.get(op, 0):9.2f} {delta.get(op, 0) - base.get(op, 0):9.2f}")
+    print(f"{'all ops':48s} {sum(base.values()):9.2f} {sum(delta.values()):9.2f} {sum(delta.values()) - sum(base.values()):9.2f}")
+
+
 def main() -> None:
     from step_time import compiled_model, random_batch, step_arguments, time_alternating
 
     p = step_arguments(__doc__.splitlines()[0])
     p.set_defaults(steps=10)
+    p.add_argument("--trace", action="store_true", help="trace the baseline and the delta model per op type (default: off)")
     args = p.parse_args()
 
     from deltanet.cli import import_tensorflow_quietly
@@ -84,7 +132,8 @@ def main() -> None:
     x, y = random_batch(args)
     original = DeltaActivation.call
     models = {}
-    for name, call in [("baseline", None), *_variants().items()]:
+    variants = {"full": original} if args.trace else _variants()
+    for name, call in [("baseline", None), *variants.items()]:
         m = compiled_model(args, baseline=call is None)
         DeltaActivation.call = call or original
         try:
@@ -94,7 +143,7 @@ def main() -> None:
             DeltaActivation.call = original
         models[name] = m
         print(f"built {name}", file=sys.stderr)
-    time_alternating(models, x, y, args.steps)
+    (trace if args.trace else time_alternating)(models, x, y, args.steps)
 
 
 if __name__ == "__main__":

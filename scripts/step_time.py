@@ -1,11 +1,14 @@
 """Time one training step of the default delta model vs the baseline, side by side.
 
-    python scripts/step_time.py [--steps 20] [--frames 4] [--size 112] [--batch 8] [--keras-ops]
+    python scripts/step_time.py [--steps 20] [--frames 4] [--size 112] [--batch 8] [--keras-ops] [--parallel-kernels]
 
 Random inputs (the data pipeline is not timed); after warm-up, alternating models so that
-both see the same machine load. Prints median seconds per step and the ratio. ``--keras-ops`` adds a third model, the delta
-model with the backend-neutral ``keras.ops`` threshold pass instead of TensorFlow's numba fast
-path (``deltanet.threshold_clip_tf``): the before/after of issue #15's delta step.
+all see the same machine load. Prints median milliseconds per step with the range over the steps, the
+ratio to the baseline, the process's CPU milliseconds per step (all threads) and page faults.
+``--keras-ops`` adds the delta model with the backend-neutral ``keras.ops`` threshold pass
+instead of TensorFlow's numba fast path (``deltanet.threshold_clip_tf``): the before/after of
+issue #15's delta step. ``--parallel-kernels`` adds the delta model whose fast path runs its
+kernels on numba's threads (``threshold_clip_tf.PARALLEL``).
 """
 
 from __future__ import annotations
@@ -53,26 +56,36 @@ def compiled_model(args, baseline: bool, jit: bool = False):
 
 
 def time_alternating(models: dict, x, y, steps: int) -> None:
-    """``train_on_batch`` each model in turn, ``steps`` rounds; print median ms/step, the ratio
-    to ``models["baseline"]`` and minor page faults per step."""
+    """``train_on_batch`` each model in turn, ``steps`` rounds; print median ms/step (and the
+    range), the ratio to ``models["baseline"]``, median CPU ms and mean minor page faults per step."""
     times = {k: [] for k in models}
+    cpu = {k: [] for k in models}
     faults = dict.fromkeys(models, 0)
     for _ in range(steps):
         for name, m in models.items():
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             m.train_on_batch(x, y)
             times[name].append(time.perf_counter() - t0)
-            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu[name].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+            faults[name] += r1.ru_minflt - r0.ru_minflt
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
-        print(f"{k:15s} {v * 1000:7.1f} ms/step  {v / med['baseline']:.2f}x baseline  {faults[k] // steps:7d} page faults/step")
+        spread = f"[{min(times[k]) * 1000:.0f}-{max(times[k]) * 1000:.0f}]"
+        print(
+            f"{k:16s} {v * 1000:7.1f} ms/step {spread:>11s}  {v / med['baseline']:.2f}x baseline  "
+            f"{statistics.median(cpu[k]) * 1000:7.1f} CPU ms/step  {faults[k] // steps:7d} page faults/step"
+        )
 
 
 def main() -> None:
     p = step_arguments(__doc__.splitlines()[0])
     p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True) (default: off)")
     p.add_argument("--keras-ops", action="store_true", help="also time the delta model on the keras.ops pass (default: off)")
+    p.add_argument(
+        "--parallel-kernels", action="store_true", help="also time the delta model on the prange kernels (default: off)"
+    )
     args = p.parse_args()
 
     from deltanet.cli import import_tensorflow_quietly
@@ -81,18 +94,20 @@ def main() -> None:
     from deltanet import delta_activation, threshold_clip_tf
 
     x, y = random_batch(args)
-    contenders = [("baseline", True), ("delta", False)] + [("delta_keras_ops", False)] * args.keras_ops
-    fast = threshold_clip_tf.threshold_clip_tf
+    contenders = ["baseline", "delta"] + ["delta_keras_ops"] * args.keras_ops + ["delta_parallel"] * args.parallel_kernels
+    fast, parallel = threshold_clip_tf.threshold_clip_tf, threshold_clip_tf.PARALLEL
     models = {}
-    for name, baseline in contenders:
-        m = compiled_model(args, baseline, args.jit)
-        # the step is traced on its first call: with the keras.ops pass in place of the fast path
+    for name in contenders:
+        m = compiled_model(args, name == "baseline", args.jit)
+        # the step is traced on its first call: with the keras.ops pass in place of the fast
+        # path, or with the fast path's kernels on numba's threads
         threshold_clip_tf.threshold_clip_tf = delta_activation._threshold_clip if name == "delta_keras_ops" else fast
+        threshold_clip_tf.PARALLEL = name == "delta_parallel" or (parallel and name == "delta")
         try:
             for _ in range(3):
                 m.train_on_batch(x, y)
         finally:
-            threshold_clip_tf.threshold_clip_tf = fast
+            threshold_clip_tf.threshold_clip_tf, threshold_clip_tf.PARALLEL = fast, parallel
         models[name] = m
     time_alternating(models, x, y, args.steps)
 

@@ -29,7 +29,7 @@ def _thetas(c, seed=1):
 def test_forward_matches_the_numpy_reference_bit_for_bit():
     x = _clips((3, 6, 7, 4))
     theta = _thetas(4)
-    y, l1, l2, nonzero_d, nonzero_y = threshold_clip_forward(x, theta)
+    y, (l1, l2, nonzero_d, nonzero_y) = threshold_clip_forward(x, theta)
     ref = [naive.threshold_stream(clip, theta) for clip in x]
     y_ref = np.stack([r[0] for r in ref])
     d = np.stack([r[1] for r in ref])[:, 1:]
@@ -43,7 +43,7 @@ def test_forward_matches_the_numpy_reference_bit_for_bit():
 def test_backward_is_the_hand_written_gradient():
     x = _clips((2, 5, 6, 3), seed=2)
     theta = _thetas(3)
-    y, *_ = threshold_clip_forward(x, theta)
+    y, _ = threshold_clip_forward(x, theta)
     g_y = np.random.default_rng(3).normal(size=x.shape).astype("float32")
     g_x = threshold_clip_backward(y, g_y, 0.7, 1.3)
     d = np.diff(y, axis=1)
@@ -53,8 +53,9 @@ def test_backward_is_the_hand_written_gradient():
 
 
 def test_empty_batch_and_bad_arguments():
-    y, l1, l2, nonzero_d, nonzero_y = threshold_clip_forward(np.zeros((0, 3, 2, 4), "float32"), np.zeros(4, "float32"))
-    assert y.shape == (0, 3, 2, 4) and (l1, l2, nonzero_d, nonzero_y) == (0.0, 0.0, 0, 0)
+    for parallel in (False, True):
+        y, stats = threshold_clip_forward(np.zeros((0, 3, 2, 4), "float32"), np.zeros(4, "float32"), parallel)
+        assert y.shape == (0, 3, 2, 4) and stats.tolist() == [0.0, 0.0, 0.0, 0.0]
     x = np.zeros((1, 3, 2, 4), "float32")
     with pytest.raises(ValueError, match="dtype float32"):
         threshold_clip_forward(x.astype("float64"), np.zeros(4, "float32"))
@@ -131,3 +132,92 @@ def _stats(x, theta):
     """``(sum|d|, sum d^2, delta elements)`` of the NumPy reference (frames t >= 1)."""
     d = np.stack([naive.threshold_stream(clip, np.float32(theta))[1] for clip in x])[:, 1:]
     return np.abs(d).sum(), np.square(d).sum(), d.size
+
+
+def test_parallel_kernels_equal_the_serial_ones_and_outputs_are_aligned():
+    """The prange kernels (clips shared out among threads) compute what the serial ones do;
+    every output starts on an ALIGNMENT boundary, so TensorFlow can wrap it without a copy."""
+    from ops.threshold_clip import ALIGNMENT
+
+    x = _clips((5, 4, 9, 3), seed=7)
+    theta = _thetas(3)
+    g_y = np.random.default_rng(8).normal(size=x.shape).astype("float32")
+    y, stats = threshold_clip_forward(x, theta)
+    y_par, stats_par = threshold_clip_forward(x, theta, parallel=True)
+    np.testing.assert_array_equal(y_par, y)
+    np.testing.assert_array_equal(stats_par[2:], stats[2:])
+    np.testing.assert_allclose(stats_par[:2], stats[:2], rtol=1e-12)  # float64 sums, another order
+    g_x = threshold_clip_backward(y, g_y, 0.3, 0.8)
+    np.testing.assert_array_equal(threshold_clip_backward(y, g_y, 0.3, 0.8, parallel=True), g_x)
+    for a in (y, y_par, g_x):
+        assert a.ctypes.data % ALIGNMENT == 0 and a.flags.c_contiguous and a.dtype == np.float32
+
+
+def test_tensorflow_fast_path_on_parallel_kernels_equals_the_serial_one(monkeypatch):
+    import tensorflow as tf
+
+    from deltanet import threshold_clip_tf
+
+    x = tf.constant(_clips((4, 3, 5, 4), seed=9))
+    theta = tf.constant(_thetas(4))
+    w = tf.constant(np.random.default_rng(10).normal(size=x.shape).astype("float32"))
+    serial, g_serial = _pass_and_gradient(threshold_clip_tf.threshold_clip_tf, x, theta, w)
+    monkeypatch.setattr(threshold_clip_tf, "PARALLEL", True)
+    parallel, g_parallel = tf.function(lambda x: _pass_and_gradient(threshold_clip_tf.threshold_clip_tf, x, theta, w))(x)
+    np.testing.assert_array_equal(parallel[0].numpy(), serial[0].numpy())
+    np.testing.assert_array_equal(g_parallel.numpy(), g_serial.numpy())
+    np.testing.assert_allclose([float(v) for v in parallel[1:]], [float(v) for v in serial[1:]], rtol=1e-6)
+
+
+def test_tensorflow_takes_an_aligned_output_without_copying_it():
+    """What the alignment is for: a numpy_function's aligned output reaches the next
+    numpy_function as the same memory (TensorFlow wrapped it), a 16-byte aligned one (NumPy's
+    own alignment) as a copy."""
+    import tensorflow as tf
+
+    from ops.threshold_clip import aligned_empty
+
+    addresses = {}
+
+    def produce(x, aligned):
+        out = aligned_empty(x.shape) if aligned else aligned_empty((x.size + 4,))[4:].reshape(x.shape)  # 16 bytes off
+        out[...] = x
+        addresses["out"] = out.ctypes.data
+        return out
+
+    def consume(a):
+        addresses["in"] = a.ctypes.data
+        return np.float32(0)
+
+    for aligned in (True, False):
+        produced = lambda x, aligned=aligned: produce(x, aligned)  # noqa: E731
+        tf.function(
+            lambda x: tf.numpy_function(consume, [tf.numpy_function(produced, [x], tf.float32, stateful=False)], tf.float32, stateful=False)
+        )(tf.zeros((3, 100)))
+        assert (addresses["in"] == addresses["out"]) is aligned
+
+
+def test_outputs_are_reused_only_once_tensorflow_let_go_of_them(monkeypatch):
+    """The fast path's output pool: an output that a live tensor still uses is never written
+    again; once the tensor is gone its array serves the next call (no new memory per step)."""
+    import tensorflow as tf
+
+    from deltanet import threshold_clip_tf
+
+    x = tf.constant(_clips((2, 3, 4, 5), seed=11))
+    theta = tf.constant(_thetas(5))
+    step = tf.function(lambda x: threshold_clip_tf.threshold_clip_tf(x, theta)[0])
+    pool = threshold_clip_tf._ReusedOutputs()
+    monkeypatch.setattr(threshold_clip_tf, "_outputs", pool)
+    first = step(x)
+    kept = first.numpy().copy()
+    second = step(x * 2.0)  # `first` is alive: another array
+    np.testing.assert_array_equal(first.numpy(), kept)
+    assert len(pool._arrays[tuple(x.shape)]) == 2
+    view = second.numpy()  # NumPy's view of a tensor keeps its memory after the tensor is gone
+    kept_second = view.copy()
+    del first, second
+    for _ in range(5):
+        np.testing.assert_array_equal(step(x).numpy(), kept)
+    np.testing.assert_array_equal(view, kept_second)
+    assert len(pool._arrays[tuple(x.shape)]) <= 3
