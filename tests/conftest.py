@@ -11,6 +11,24 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for every JAX subprocess of the session (they inherit
+    the environment): a process that compiles what an earlier one compiled (a resumed fit) loads
+    the executable instead. Measured on the loaded 2-core machine: a tiny JAX fit took 50 s cold,
+    17 s with the cache warm, same results. Compiling is deterministic, so the cached program is
+    the one JAX would build again."""
+    saved = {k: os.environ.get(k) for k in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Refuse network connections, and fail the test if any was attempted (even if swallowed)."""

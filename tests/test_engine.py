@@ -14,6 +14,7 @@ import keras
 
 import deltanet
 from deltanet.deltafy import deltafy
+from keras_logits import predict_clip
 from streaming.convert import ConversionError, to_plan
 from streaming.engine import DeltaEngine
 
@@ -48,7 +49,7 @@ def static_camera_frames(n, size=32, seed=0):
 
 
 def _keras_frame_logits(model, frames):
-    return deltanet.frame_logits_model(model).predict(frames[None].astype("float32"), verbose=0)[0]
+    return predict_clip(deltanet.frame_logits_model(model), frames)
 
 
 def _compare(engine_logits, keras_logits):
@@ -93,7 +94,7 @@ def test_deltafied_keras_mobilenetv2_runs_exactly():
     frames = static_camera_frames(60, seed=3)
     # keras.applications expects [-1, 1] inputs; the engine takes uint8 0..255 frames, so
     # feed both the same float values through the engine's identity input step.
-    expected = clip.predict(frames[None].astype("float32"), verbose=0)[0]
+    expected = predict_clip(clip, frames)
     engine = DeltaEngine(to_plan(clip))
     got, _ = engine.run(frames)
     err, agree = _compare(got, expected)
