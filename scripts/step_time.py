@@ -7,8 +7,9 @@ all see the same machine load. Prints median milliseconds per step with the rang
 ratio to the baseline, the process's CPU milliseconds per step (all threads) and page faults.
 ``--keras-ops`` adds the delta model with the backend-neutral ``keras.ops`` threshold pass
 instead of TensorFlow's numba fast path (``deltanet.threshold_clip_tf``): the before/after of
-issue #15's delta step. ``--parallel-kernels`` adds the delta model whose fast path runs its
-kernels on numba's threads (``threshold_clip_tf.PARALLEL``).
+issue #15's delta step. ``--parallel-kernels`` adds the delta model on the other kernel flavour
+than the default ``threshold_clip_tf.PARALLEL`` (``delta_serial`` now that the default runs the
+kernels on numba's threads, ``delta_parallel`` otherwise).
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def main() -> None:
     p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True) (default: off)")
     p.add_argument("--keras-ops", action="store_true", help="also time the delta model on the keras.ops pass (default: off)")
     p.add_argument(
-        "--parallel-kernels", action="store_true", help="also time the delta model on the prange kernels (default: off)"
+        "--parallel-kernels", action="store_true",
+        help="also time the delta model on the other kernel flavour than the default (threshold_clip_tf.PARALLEL): "
+             "delta_serial when the default is the prange kernels, else delta_parallel (default: off)"
     )
     args = p.parse_args()
 
@@ -94,15 +97,16 @@ def main() -> None:
     from deltanet import delta_activation, threshold_clip_tf
 
     x, y = random_batch(args)
-    contenders = ["baseline", "delta"] + ["delta_keras_ops"] * args.keras_ops + ["delta_parallel"] * args.parallel_kernels
     fast, parallel = threshold_clip_tf.threshold_clip_tf, threshold_clip_tf.PARALLEL
+    other = "delta_serial" if parallel else "delta_parallel"
+    contenders = ["baseline", "delta"] + ["delta_keras_ops"] * args.keras_ops + [other] * args.parallel_kernels
     models = {}
     for name in contenders:
         m = compiled_model(args, name == "baseline", args.jit)
         # the step is traced on its first call: with the keras.ops pass in place of the fast
         # path, or with the fast path's kernels on numba's threads
         threshold_clip_tf.threshold_clip_tf = delta_activation._threshold_clip if name == "delta_keras_ops" else fast
-        threshold_clip_tf.PARALLEL = name == "delta_parallel" or (parallel and name == "delta")
+        threshold_clip_tf.PARALLEL = name == "delta_parallel" or (parallel and name in ("delta", "delta_keras_ops"))
         try:
             for _ in range(3):
                 m.train_on_batch(x, y)
