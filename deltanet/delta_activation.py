@@ -37,6 +37,11 @@ def _straight_through(forward, backward):
     return ops.stop_gradient(forward) + (backward - ops.stop_gradient(backward))
 
 
+#: Longest known clip length that inference computes with the unrolled pass (``_threshold_clip``);
+#: longer clips use the scan. Training always unrolls (its hand-written gradient needs it).
+UNROLL_FRAMES = 32
+
+
 def _threshold_clip(x, theta):
     """Threshold mode over a clip of known length, in one unrolled pass.
 
@@ -263,10 +268,14 @@ class DeltaActivation(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
-        if self.mode == "threshold" and x.shape[1] is not None and x.shape[1] >= 2:
+        steps = x.shape[1]
+        if self.mode == "threshold" and steps is not None and steps >= 2 and (training or steps <= UNROLL_FRAMES):
             # Known clip length (training, fixed-length clips): one fused pass; in TensorFlow
             # CPU training steps the same pass as two numba kernels (tf.numpy_function needs
             # Python at run time, so inference graphs and exports keep the keras.ops version).
+            # Inference on a long clip takes the scan instead: the unrolled pass builds a graph
+            # that grows with the clip (model.predict on one 500-frame clip of a tiny model
+            # spent 82 s building it, under 5 s with the scan; same values, tested).
             clip = _threshold_clip
             if training and keras.backend.backend() == "tensorflow":
                 from deltanet import threshold_clip_tf

@@ -276,3 +276,27 @@ def test_fused_gradient_equals_autodiff_of_the_scan_formulation(penalty):
     reference = tape.gradient(loss, x).numpy()
     assert np.any(fused != np.broadcast_to(w.numpy(), fused.shape))  # the penalty contributed
     np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_long_clip_inference_takes_the_scan_and_agrees_with_the_unrolled_pass():
+    """Inference on a clip longer than UNROLL_FRAMES uses the scan (a graph that does not grow
+    with the clip): the same outputs and density counters as the unrolled pass, and the naive
+    reference's outputs."""
+    from deltanet import delta_activation
+
+    x = _stream(seed=11, t=delta_activation.UNROLL_FRAMES + 9)[None]
+    scanned, unrolled = (DeltaActivation(mode="threshold", threshold=0.1) for _ in range(2))
+    calls = []
+    scan = scanned._threshold
+    scanned._threshold = lambda v: calls.append(1) or scan(v)
+    y = np.asarray(scanned(x, training=False))
+    assert calls == [1]  # the scan ran, not the unrolled pass
+    try:
+        delta_activation.UNROLL_FRAMES = x.shape[1]  # the same clip through the unrolled pass
+        y_unrolled = np.asarray(unrolled(x, training=False))
+    finally:
+        delta_activation.UNROLL_FRAMES = x.shape[1] - 9
+    np.testing.assert_array_equal(y, y_unrolled)
+    np.testing.assert_array_equal(y[0], naive.threshold_stream(x[0], np.float32(0.1))[0])
+    for name in ("temporal_density_sum", "spatial_density_sum", "density_batches"):
+        assert float(getattr(scanned, name)) == pytest.approx(float(getattr(unrolled, name)), rel=1e-6), name
