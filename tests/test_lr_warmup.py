@@ -41,3 +41,11 @@ def test_cli_accepts_lr_warmup_and_shows_its_default():
     with pytest.raises(SystemExit) as e:
         p.parse_args(["--lr-warmup", "-1"])
     assert e.value.code == 2
+
+
+def test_cli_rejects_a_warmup_of_the_whole_run_in_one_line(capsys):
+    from training.fit import main
+
+    assert main(["--lr-warmup", "1", "--out", "unused-never-written"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lr-warmup must be < 1" in err[0]

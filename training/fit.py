@@ -535,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         # checked before --out, so a bad --data is reported as such even where --out already holds a run
         return fail(parser.prog, f"--data: {cfg.data!r} does not exist (expected 'embedded', a UCF101 root, a "
                                  "<class>/<video> folder or tfds:NAME)")
+    if cfg.lr_warmup >= 1:  # checked before any data or model is loaded
+        return fail(parser.prog, "--lr-warmup must be < 1 (a fraction of the training steps)")
     if cfg.init and not Path(cfg.init).is_file():
         return fail(parser.prog, f"--init: no such model file: {cfg.init}")
     if cfg.rescale and not arch_is_path(cfg):
