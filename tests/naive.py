@@ -142,3 +142,44 @@ def reached_outputs(mask: np.ndarray, kh: int, kw: int, stride: int = 1, padding
     ind = np.asarray(mask, np.float64)[..., None]
     hit = conv2d(ind, np.ones((kh, kw, 1, 1)), stride, padding)[..., 0] > 0
     return np.flatnonzero(hit.ravel())
+
+
+def refine_shift(anchor: np.ndarray, frame: np.ndarray, sx: float, sy: float, walk: int = 2, truncate: float = 24.0, min_gain: float = 0.75):
+    """``streaming.motion.refine_shift`` written plainly (the Python walk it had before it was compiled).
+
+    Truncated absolute difference ``sum(min(|frame - anchor(x - s)|, truncate))`` over a core that
+    leaves room for the walk; walk downhill from the rounded estimate (first best of left, right,
+    up, down); give up (``None``) if the walk leaves the core; prefer no shift unless the minimum
+    is below ``min_gain`` times standing still's cost; equiangular fit of the neighbours for the
+    fraction. Returns ``(shift or None, mean remaining cost)``.
+    """
+    a, f = np.asarray(anchor, np.float64), np.asarray(frame, np.float64)
+    h, w = f.shape
+    ix, iy = int(round(sx)), int(round(sy))
+    r = max(abs(ix), abs(iy)) + walk + 1
+    if 2 * r >= min(h, w) // 2:
+        return None, truncate
+    core = f[r : h - r, r : w - r]
+
+    def cost(dx, dy):
+        return float(np.minimum(np.abs(core - a[r - dy : h - r - dy, r - dx : w - r - dx]), truncate).sum())
+
+    def v_fit(left, centre, right):
+        rise = max(left, right) - centre
+        return 0.0 if rise <= 0 else min(max((left - right) / (2.0 * rise), -0.5), 0.5)
+
+    start = cost(ix, iy) / core.size
+    while True:
+        c0 = cost(ix, iy)
+        best = min(((ix + a_, iy + b_) for a_, b_ in ((-1, 0), (1, 0), (0, -1), (0, 1))), key=lambda p: cost(*p))
+        if cost(*best) >= c0:
+            break
+        if max(abs(best[0]), abs(best[1])) + 1 > r:
+            return None, start
+        ix, iy = best
+    c0 = cost(ix, iy)
+    if (ix, iy) != (0, 0) and c0 > min_gain * cost(0, 0):
+        ix, iy = 0, 0
+        c0 = cost(0, 0)
+    fraction = (v_fit(cost(ix - 1, iy), c0, cost(ix + 1, iy)), v_fit(cost(ix, iy - 1), c0, cost(ix, iy + 1)))
+    return (ix + fraction[0], iy + fraction[1]), c0 / core.size

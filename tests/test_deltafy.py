@@ -114,6 +114,21 @@ def test_measure_model_baseline_counts_nonzero_activations():
     assert m_base["macs_per_frame"] == m_delta["macs_per_frame"] > 0
 
 
+def test_measure_model_reuses_its_probe_with_the_current_weights_and_saves_nothing(tmp_path):
+    model = deltanet.build_model(3, arch="tiny", size=32, threshold=0.05)
+    clip = _frames(n=6)[None]
+    first = measure_model(model, [clip])
+    probe = model._deltanet_measure_probe[3]
+    assert measure_model(model, [clip]) == first and model._deltanet_measure_probe[3] is probe  # reused, same answer
+    for layer in model.layers:  # thresholds raised far above any delta: nothing is sent after frame 0
+        if isinstance(layer, DeltaActivation):
+            layer.threshold.assign(np.full(layer.threshold.shape, 1e6, "float32"))
+    assert 0 < first["mac_density"] and measure_model(model, [clip])["mac_density"] < first["mac_density"]
+    model.save(tmp_path / "m.keras")
+    loaded = deltanet.load_model(tmp_path / "m.keras")
+    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]  # the probe is not part of the model
+
+
 def test_per_frame_model_of_a_baseline_matches_the_clip_model():
     import deltanet
 

@@ -72,13 +72,41 @@ def test_tracker_follows_an_integer_pan_exactly():
 
 
 def test_refine_shift_is_exact_on_integer_shifts():
-    img = texture(80, 80).mean(axis=2).astype(np.float32)
+    img = texture(80, 80).mean(axis=2).round().astype(np.uint8)
     anchor = img[10:58, 10:58]
     frame = img[13:61, 8:56]  # frame(x) = anchor(x - s) with s = (+2, -3)
     (sx, sy), left = refine_shift(anchor, frame, 1.4, -2.6)  # a coarse estimate next to it
     assert (sx, sy) == pytest.approx((2.0, -3.0), abs=0.1) and left == 0.0
-    _, left = refine_shift(anchor, tiles(48, seed=1).mean(axis=2).astype(np.float32), 0.0, 0.0)
+    _, left = refine_shift(anchor, tiles(48, seed=1).mean(axis=2).round().astype(np.uint8), 0.0, 0.0)
     assert left > 16  # another scene: no shift aligns it
+
+
+def test_compiled_refinement_equals_the_plain_walk():
+    """ops.shift_search (compiled) against tests/naive.py's plain walk: pans, noise, a moving object,
+    another scene, estimates far off, shifts that leave the overlap; uint8 as the tracker passes it."""
+    import naive
+
+    rng = np.random.default_rng(5)
+    img = texture(160, 160, seed=3).mean(axis=2)
+    cases = 0
+    for _ in range(60):
+        s = rng.integers(-6, 7, size=2)
+        y0, x0 = 40 + rng.integers(-4, 5), 40 + rng.integers(-4, 5)
+        anchor = img[y0 : y0 + 64, x0 : x0 + 64]
+        frame = img[y0 - s[1] : y0 - s[1] + 64, x0 - s[0] : x0 - s[0] + 64] + rng.normal(0, rng.choice([0, 2, 8]), (64, 64))
+        if rng.random() < 0.3:  # a bright object somewhere
+            oy, ox = rng.integers(0, 48, size=2)
+            frame[oy : oy + 16, ox : ox + 16] = 255
+        if rng.random() < 0.1:  # another scene
+            frame = tiles(66, seed=int(rng.integers(100)))[:64, :64].mean(axis=2)
+        anchor, frame = (np.clip(np.rint(v), 0, 255).astype(np.uint8) for v in (anchor, frame))
+        est = s + rng.normal(0, 1.5, size=2)
+        got, want = refine_shift(anchor, frame, *est), naive.refine_shift(anchor, frame, *est)
+        assert (got[0] is None) == (want[0] is None), (s, est, got, want)
+        if want[0] is not None:
+            assert got[0] == pytest.approx(want[0], abs=1e-12) and got[1] == pytest.approx(want[1], abs=1e-12)
+            cases += want[0] != (0.0, 0.0)
+    assert cases > 20  # most cases found a shift (the comparison is not only of "no shift")
 
 
 def test_static_camera_with_a_moving_object_and_noise_gives_no_motion():
