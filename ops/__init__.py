@@ -11,6 +11,7 @@
 * :mod:`ops.dense` -- dense MAC kernels (keyframes, dense mode); :mod:`ops.elementwise` --
   per-pixel steps between MAC layers; :mod:`ops.region` -- the region-weighted encoder.
 * :mod:`ops.interpreter` -- the one frame interpreter over a lowered plan (``streaming.lower``).
+* :mod:`ops.shift_search` -- the camera tracker's integer shift search (``streaming.motion``).
 * :mod:`ops.threshold_clip` -- threshold mode over whole training clips, forward and backward
   (``DeltaActivation``'s TensorFlow training fast path, ``deltanet.threshold_clip_tf``).
 * :mod:`ops.geometry` -- convolution geometry and MAC counts; :mod:`ops.checks` -- argument
@@ -34,6 +35,7 @@ from ops.conv import conv2d_delta
 from ops.depthwise import depthwise_delta
 from ops.geometry import conv_geometry
 from ops.pointwise import dense_delta, pointwise_delta
+from ops.shift_search import refine_shift
 from ops.encode import (
     empty_delta,
     encode_quantize,
@@ -112,3 +114,5 @@ def warmup() -> None:
             pointwise_delta(active, n, rows, wp, acc, touched, granularity=gran, parallel=parallel, prod=prod)
             # n_active == 1 takes the Dense branch of the parallel element-wise kernel
             pointwise_delta(active, min(n, 1), rows, wp, acc, touched, granularity=gran, parallel=parallel, prod=prod)
+    gray = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    refine_shift(gray, gray, 0.0, 0.0, 2, 24.0, 0.75)  # the camera tracker's refinement (streaming.motion)
