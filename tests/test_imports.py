@@ -78,3 +78,26 @@ def test_runtime_packages_do_not_import_training():
         f"{m} -> {t}" for m, targets in graph.items() if m.split(".")[0] in ("streaming", "ops") for t in targets if t.split(".")[0] == "training"
     )
     assert offenders == []
+
+
+def test_cli_tensorflow_import_skips_jax_and_a_later_jax_import_still_works():
+    """``import_tensorflow_quietly`` keeps TensorFlow from importing JAX (only its TFLite JAX converter wants it;
+    ~2 s of every CLI start), and JAX stays importable afterwards."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from deltanet.cli import import_tensorflow_quietly\n"
+        "import_tensorflow_quietly()\n"
+        "import tensorflow, keras\n"
+        "assert 'tensorflow' in sys.modules and 'jax' not in sys.modules, sorted(m for m in sys.modules if m.startswith('jax'))\n"
+        "if HAVE_JAX:\n"
+        "    import jax\n"
+        "    assert jax.numpy.add(1, 2) == 3\n"
+        "print('ok')\n"
+    ).replace("HAVE_JAX", str(importlib.util.find_spec("jax") is not None))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
