@@ -41,6 +41,10 @@ def mac_layer_table(model: keras.Model) -> list[dict]:
     return table
 
 
+#: our own attribute on a measured model (not Keras'): see ``_probe``
+_PROBE_ATTRIBUTE = "_deltanet_measure_probe"
+
+
 def _probe(model: keras.Model):
     """The MAC-layer table of ``model`` and a model returning every distinct MAC-layer input.
 
@@ -50,7 +54,7 @@ def _probe(model: keras.Model):
     tracing a new one (~3 s for a tiny model on this 2-core machine). The probe shares the
     model's layers and variables, so it always computes with the current weights.
     """
-    cached = getattr(model, "_deltanet_measure_probe", None)
+    cached = getattr(model, _PROBE_ATTRIBUTE, None)
     if cached is not None:
         return cached
     table = mac_layer_table(model)
@@ -62,7 +66,7 @@ def _probe(model: keras.Model):
             unique.append(rec["input"])
     index = [next(i for i, u in enumerate(unique) if u is rec["input"]) for rec in table]
     cached = (table, unique, index, keras.Model(model.input, unique))
-    object.__setattr__(model, "_deltanet_measure_probe", cached)  # bypass Keras' tracking on purpose
+    object.__setattr__(model, _PROBE_ATTRIBUTE, cached)  # bypass Keras' tracking on purpose
     return cached
 
 
