@@ -42,3 +42,15 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     yield attempts
     assert attempts == [], f"network access attempted: {attempts}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Run the ``slow`` tests first (stable: otherwise in collection order).
+
+    Longest-first scheduling: with several workers (pytest-xdist, ``-n auto``) the dozen tests of
+    30-180 s each start at once on separate workers, and the ~770 short ones fill in behind them,
+    instead of one long test starting last while the other core idles. ``trylast``: after pytest
+    has grouped the items by fixture scope, so the slow tests keep that grouping among themselves.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

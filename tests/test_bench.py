@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
+@pytest.mark.slow
 def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     from fakes import write_video
     from test_engine import static_camera_frames

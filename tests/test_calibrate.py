@@ -263,6 +263,7 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, args, message):
     assert message in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_writes_a_loadable_calibrated_model(tmp_path, tiny_baseline):
     from training.video import write_video
 

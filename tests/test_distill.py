@@ -88,6 +88,7 @@ def _args(setup, out, *extra):
             "--calibration-clips", "8", "--val-fraction", "0.25", "--class-names", "a,b,c,d", "--quiet", "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_distill_end_to_end(setup):
     _, videos, folder = setup
     out = folder / "student.keras"
@@ -133,6 +134,7 @@ def test_distill_end_to_end(setup):
     np.testing.assert_allclose(logits[:5], ref[:5], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_distill_resume(setup):
     from training import distill
 

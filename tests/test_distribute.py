@@ -415,6 +415,7 @@ def test_no_replica_ever_gets_an_empty_batch(semantics):
 # --- end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_cpus_equals_one_device_and_resumes(tiny_data, frame_model, tmp_path):
     one, many = tmp_path / "one", tmp_path / "mirrored"
     r1, r2 = _run_all(
@@ -438,6 +439,7 @@ def test_mirrored_over_two_cpus_equals_one_device_and_resumes(tiny_data, frame_m
     assert json.loads((many / "metrics.json").read_text())["config"]["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_multiworker_two_processes_only_the_chief_writes(tiny_data, frame_model, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -487,6 +489,7 @@ def test_multiworker_two_processes_only_the_chief_writes(tiny_data, frame_model,
     assert not list(worker_tmp.iterdir())
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_over_two_devices_equals_one_device_and_resumes(tiny_data, frame_model, tmp_path):
     require_jax()
     jax_env = dict(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")

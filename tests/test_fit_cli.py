@@ -38,6 +38,7 @@ def tiny_ucf(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_fit_end_to_end_writes_model_history_metrics(tiny_ucf, tmp_path):
     out = tmp_path / "run"
     r = _fit("--data", str(tiny_ucf), "--epochs", "2", "--out", str(out), *TINY)
@@ -61,6 +62,7 @@ def test_fit_end_to_end_writes_model_history_metrics(tiny_ucf, tmp_path):
     assert info["class_names"] == metrics["classes"] and info["frames"] == 4 and info["size"] == 32
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run(tiny_ucf, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "training.fit", "--data", str(tiny_ucf), "--epochs", "4", "--out", str(out), *TINY]

@@ -87,6 +87,7 @@ def noisy_ucf(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_jax_fit_writes_a_model_that_tensorflow_loads_and_the_engine_runs(noisy_ucf, tmp_path):
     require_jax()
     import deltanet

@@ -226,6 +226,7 @@ def _assert_engine_matches_keras(clip, size: int) -> None:
     np.testing.assert_allclose(engine_logits / scale, keras_logits / scale, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_keras_applications_backbone_deltafies_and_runs_in_engine_like_keras():
     """``--arch keras.applications.ResNet50`` (random init: nothing downloads): the backbone without its ImageNet
     top, a Dense head, deltafied; the engine reproduces the Keras delta model on a video (ZeroPadding2D, stride-2

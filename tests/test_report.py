@@ -88,6 +88,7 @@ def check_agrees_with_csvs(summary: dict, frames: list[dict], layers: list[dict]
         mac_density([lay["macs_dense"] for lay in summary["layers"]], [lay["mac_density"] for lay in summary["layers"]]), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_report_cli_with_compare_writes_consistent_files(assets, tmp_path):
     out = tmp_path / "rep"
     r = report_cli("--model", assets.model, "--source", assets.video, "--out", out, "--frames", 16,
