@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -411,6 +412,7 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=verbose,
+                shuffle=False,  # the dataset shuffles itself (training.pipeline); Keras ignores it for tf.data, with a warning
             )
         except KeyboardInterrupt:
             _log(f"interrupted: the last completed epoch is saved in {ckpt_dir}; continue with --resume --out {cfg.out}")
@@ -497,6 +499,10 @@ def use_pooled_cpu_allocator() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     use_pooled_cpu_allocator()
+    # Keras 3 warns "Your input ran out of data" at the end of the first pass over every dataset of
+    # unknown length (training, validation and test); ours have one on purpose (unreadable videos are
+    # skipped, so the number of batches is known only once an epoch has run): not a problem here.
+    warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = FitConfig(
