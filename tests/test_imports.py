@@ -84,6 +84,7 @@ def test_cli_tensorflow_import_skips_jax_and_a_later_jax_import_still_works():
     """``import_tensorflow_quietly`` keeps TensorFlow from importing JAX (only its TFLite JAX converter wants it;
     ~2 s of every CLI start), and JAX stays importable afterwards."""
     import importlib.util
+    import os
     import subprocess
     import sys
 
@@ -98,6 +99,6 @@ def test_cli_tensorflow_import_skips_jax_and_a_later_jax_import_still_works():
         "    assert jax.numpy.add(1, 2) == 3\n"
         "print('ok')\n"
     ).replace("HAVE_JAX", str(importlib.util.find_spec("jax") is not None))
-    env = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
