@@ -1,30 +1,80 @@
-# Diagnostic (session 8): per-epoch timing of training.fit, locating the ~10 s gaps. python scripts/epoch_gaps.py [fit args]
-import sys, time, json
-from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import training.fit as fit
-orig = fit._checkpoint_callback
-def patched(ckpt_dir, cfg):
+"""Where an epoch of ``training.fit`` spends its time: training batches, the gap before validation, validation,
+the checkpoint. Diagnostic for the ~10 s epochs of issue #15 (docs/STATUS.md, session 8).
+
+    python scripts/epoch_gaps.py [training.fit arguments]   # default: --epochs 6 --out <a temporary folder>
+
+Prints one JSON line per epoch on stderr. If more than 4 s pass after a training batch without another batch or validation starting
+(the first epoch's tracing included), ``faulthandler`` prints every thread's Python stack at that moment (where the gap is spent).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import training.fit as fit  # noqa: E402
+
+GAP_DUMP_S = 4
+_checkpoint_callback = fit._checkpoint_callback
+
+
+def _timed_checkpoint_callback(ckpt_dir, cfg):
+    """fit's checkpoint callback wrapped in one that times each part of the epoch."""
     import keras
-    inner = orig(ckpt_dir, cfg)
-    class Timing(keras.callbacks.Callback):
+
+    inner = _checkpoint_callback(ckpt_dir, cfg)
+
+    class EpochTiming(keras.callbacks.Callback):
         def set_model(self, model):
-            super().set_model(model); inner.set_model(model)
-        def on_epoch_begin(self, e, logs=None):
-            self.t0 = time.perf_counter(); self.bt = []; self.last = self.t0
-        def on_train_batch_end(self, b, logs=None):
-            t = time.perf_counter(); self.bt.append(t - self.last); self.last = t
-            import faulthandler
-            if b == 69: faulthandler.dump_traceback_later(4, repeat=False)
+            super().set_model(model)
+            inner.set_model(model)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = self.last = time.perf_counter()
+            self.batches = []
+            self.val_start = self.val_end = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            self.batches.append(now - self.last)
+            self.last = now
+            faulthandler.dump_traceback_later(GAP_DUMP_S, repeat=False)  # re-armed by every batch: fires on a stall
+
         def on_test_begin(self, logs=None):
-            import faulthandler; faulthandler.cancel_dump_traceback_later(); self.tt = time.perf_counter(); self.gap1 = self.tt - self.last
+            faulthandler.cancel_dump_traceback_later()
+            self.val_start = time.perf_counter()
+
         def on_test_end(self, logs=None):
-            self.te = time.perf_counter(); self.tv = self.te - self.tt
-        def on_epoch_end(self, e, logs=None):
-            t = time.perf_counter(); gap2 = t - self.te; inner.on_epoch_end(e, logs); tc = time.perf_counter() - t
-            bt = sorted(self.bt)
-            print(json.dumps(dict(epoch=e, total=round(time.perf_counter()-self.t0,2), train=round(sum(self.bt),2),
-                  max_batch=round(bt[-1],2), top3=[round(x,2) for x in bt[-3:]], median=round(bt[len(bt)//2],3), val=round(self.tv,2), ckpt=round(tc,2), gap_train_to_val=round(self.gap1,2), gap_val_to_end=round(gap2,2), first=round(self.bt[0],2))), file=sys.stderr, flush=True)
-    return Timing()
-fit._checkpoint_callback = patched
-sys.argv = ["fit", "--epochs", "6", "--out", "/tmp/diag/run"] + sys.argv[1:]
-fit.main()
+            self.val_end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            faulthandler.cancel_dump_traceback_later()
+            t = time.perf_counter()
+            inner.on_epoch_end(epoch, logs)
+            ckpt = time.perf_counter() - t
+            b = sorted(self.batches)
+            row = dict(
+                epoch=epoch, total_s=time.perf_counter() - self.start, train_s=sum(self.batches),
+                first_batch_s=self.batches[0], median_batch_s=b[len(b) // 2], max_batch_s=b[-1],
+                gap_train_to_val_s=(self.val_start - self.last) if self.val_start else None,
+                val_s=(self.val_end - self.val_start) if self.val_start else None, checkpoint_s=ckpt,
+            )  # fmt: skip
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), file=sys.stderr, flush=True)
+
+    return EpochTiming()
+
+
+def main(argv: list[str]) -> None:
+    fit._checkpoint_callback = _timed_checkpoint_callback
+    defaults = ["--epochs", "6"] + ([] if "--out" in argv else ["--out", tempfile.mkdtemp(prefix="epoch_gaps_")])
+    sys.exit(fit.main(defaults + argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
