@@ -59,6 +59,7 @@ slice (~8 ms measured); the serial kernels do not have that failure mode.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -170,6 +171,53 @@ def _cache_dir(fn) -> Path | None:
     return path if os.access(path, os.W_OK) else None
 
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (deltanet's CI and users run Linux)
+    fcntl = None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive lock on ``folder`` across processes (a no-op where flock is missing)."""
+    if fcntl is None:
+        yield
+        return
+    with open(folder / ".save.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _serialize_cache_saves(dispatcher, folder: Path) -> None:
+    """Make ``dispatcher``'s cache writes safe when several processes compile at once.
+
+    numba's ``IndexDataCacheFile.save`` reads the index, picks the first free data-file
+    number, writes the index, then the data file, with no lock. Two processes saving different
+    signatures of one kernel at the same time can both pick ``.1.nbc``: the index then names one
+    signature and the file holds the other's machine code, which a later process loads and runs
+    on the wrong types (wrong results for scalars, a segfault for arrays: the suite's xdist
+    workers crashed this way in CI on a cold cache). Holding a per-folder lock across the whole
+    save makes each save see the previous one's index. Loads need no lock: every file is
+    written to a temporary name and renamed into place.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    save = getattr(cache, "save_overload", None)
+    if save is None:
+        raise RuntimeError(
+            f"numba {numba.__version__} has no Dispatcher._cache.save_overload: deltanet cannot make its "
+            "cache safe across processes; set DELTANET_NUMBA_CACHE=0"
+        )
+
+    def locked_save(sig, data):
+        with _locked(folder):
+            save(sig, data)
+
+    cache.save_overload = locked_save
+
+
 def _jit(options: dict):
     """A ``numba.njit`` with ``options`` (usable bare or with extra options, like ``njit``)."""
 
@@ -194,6 +242,7 @@ def _jit(options: dict):
                 f"numba {numba.__version__} caches {fn.__qualname__} in {where}, not in {cache_dir}: "
                 "its cache location rule changed and a stale kernel could run; set DELTANET_NUMBA_CACHE=0"
             )
+        _serialize_cache_saves(dispatcher, cache_dir)
         return dispatcher
 
     return njit

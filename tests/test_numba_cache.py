@@ -69,3 +69,53 @@ def test_every_kernel_goes_through_ops_config():
                     offenders += [f"{path.relative_to(root)}:{node.lineno} from numba import {a.name}" for a in node.names
                                   if a.name in ("njit", "jit", "generated_jit", "vectorize")]  # fmt: skip
     assert not offenders, offenders
+
+
+_RACER = '''
+import os, sys, time
+import numba.core.caching as caching
+
+# widen numba's save window so that two processes' saves overlap every time
+_save_index, _save_data = caching.IndexDataCacheFile._save_index, caching.IndexDataCacheFile._save_data
+caching.IndexDataCacheFile._save_index = lambda self, o: (time.sleep(0.5), _save_index(self, o))[1]
+caching.IndexDataCacheFile._save_data = lambda self, n, d: (time.sleep(float(os.environ["SLOW_DATA"])), _save_data(self, n, d))[1]
+
+from ops.config import njit_exact
+
+@njit_exact
+def twice_plus_one(x):
+    return x * 2 + 1
+
+time.sleep(float(os.environ["DELAY"]))
+arg = {"int": 3, "float": 1.25}[sys.argv[1]]
+print(twice_plus_one(arg), sum(twice_plus_one.stats.cache_hits.values()))
+'''
+
+
+def test_processes_compiling_one_kernel_at_once_leave_a_consistent_cache(tmp_path):
+    """Two processes save different signatures of one kernel at the same time (numba's own save
+    would give both data file ``.1.nbc``, so that a later process runs the int64 machine code on a
+    float64: 3.0 instead of 3.5); a third process then loads each signature's own code."""
+    import os
+    import subprocess
+    import sys
+
+    if not config.CACHE:
+        return  # DELTANET_NUMBA_CACHE=0: nothing is cached
+    (tmp_path / "racer.py").write_text(_RACER)
+    root = Path(config.__file__).resolve().parents[1]
+    env = dict(os.environ, DELTANET_NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=f"{root}{os.pathsep}{tmp_path}")
+
+    def start(kind, delay, slow_data):
+        return subprocess.Popen([sys.executable, str(tmp_path / "racer.py"), kind], env=dict(env, DELAY=str(delay), SLOW_DATA=str(slow_data)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    racers = [start("int", 0, 1.0), start("float", 0.2, 0)]
+    first = [r.communicate(timeout=120) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], [err[-1000:] for _, err in first]
+    assert [out.split()[0] for out, _ in first] == ["7", "3.5"]  # compiled, not loaded
+    for kind, expected in (("int", "7"), ("float", "3.5")):
+        loader = start(kind, 0, 0)
+        out, err = loader.communicate(timeout=120)
+        assert loader.returncode == 0, err[-1000:]
+        assert out.split() == [expected, "1"], (kind, out)  # loaded from the cache, and right
