@@ -4,15 +4,19 @@ the checkpoint. Diagnostic for the ~10 s epochs of issue #15 (docs/STATUS.md, se
     python scripts/epoch_gaps.py [training.fit arguments]   # default: --epochs 6 --out <a temporary folder>
 
 Prints one JSON line per epoch on stderr. If more than 4 s pass after a training batch without another batch or validation starting
-(the first epoch's tracing included), ``faulthandler`` prints every thread's Python stack at that moment (where the gap is spent).
+(the first epoch's tracing included), every thread's stack at that moment is printed (``py-spy dump --native`` if installed, else ``faulthandler``): where the gap is spent.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +25,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import training.fit as fit  # noqa: E402
 
 GAP_DUMP_S = 4
+_timer: threading.Timer | None = None
+
+
+def _dump_stacks() -> None:
+    """Every thread's stack: native frames too (TensorFlow's C++) when ``py-spy`` is installed."""
+    gdb, spy = shutil.which("gdb"), shutil.which("py-spy")
+    if gdb and os.environ.get("EPOCH_GAPS_GDB"):  # every native thread (tf.data's C++ workers too)
+        r = subprocess.run([gdb, "-p", str(os.getpid()), "-batch", "-ex", "thread apply all bt 25"], capture_output=True, text=True)
+        print(r.stdout, file=sys.stderr, flush=True)
+    elif spy:
+        r = subprocess.run([spy, "dump", "--native", "--pid", str(os.getpid())], capture_output=True, text=True)
+        print(r.stdout + r.stderr, file=sys.stderr, flush=True)
+    else:
+        faulthandler.dump_traceback(all_threads=True)
+
+
+def _arm() -> None:
+    global _timer
+    _disarm()
+    _timer = threading.Timer(GAP_DUMP_S, _dump_stacks)
+    _timer.daemon = True
+    _timer.start()
+
+
+def _disarm() -> None:
+    if _timer is not None:
+        _timer.cancel()
 _checkpoint_callback = fit._checkpoint_callback
 
 
@@ -44,17 +75,17 @@ def _timed_checkpoint_callback(ckpt_dir, cfg):
             now = time.perf_counter()
             self.batches.append(now - self.last)
             self.last = now
-            faulthandler.dump_traceback_later(GAP_DUMP_S, repeat=False)  # re-armed by every batch: fires on a stall
+            _arm()  # re-armed by every batch: fires on a stall
 
         def on_test_begin(self, logs=None):
-            faulthandler.cancel_dump_traceback_later()
+            _disarm()
             self.val_start = time.perf_counter()
 
         def on_test_end(self, logs=None):
             self.val_end = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            faulthandler.cancel_dump_traceback_later()
+            _disarm()
             t = time.perf_counter()
             inner.on_epoch_end(epoch, logs)
             ckpt = time.perf_counter() - t

@@ -210,7 +210,7 @@ def make_clip_dataset(
         clips fit in ``cache_limit_bytes``; True or ``"memory"`` always in memory; a folder
         caches in files there; False never.
     num_parallel_calls
-        Parallel decoders (AUTOTUNE: as many as tf.data finds useful).
+        Parallel decoders (AUTOTUNE: one per core; tf.data's autotuning is off, see ``_finish``).
     frame_cache
         Training only (ignored in evaluation, whose clips are cached anyway): True decodes
         every video once into ``training.frame_cache.default_folder()``, a folder puts the
@@ -265,7 +265,26 @@ def make_clip_dataset(
     if not training:
         key = dict(entries=entries, frames=frames, stride=stride, size=[h, w], pad=pad)
         ds = _cache(ds, cache, len(entries) * int(np.prod(shape)), cache_limit_bytes, key)
-    return _with_counter(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE), counter)
+    return _finish(ds, batch_size, drop_remainder, counter)
+
+
+def _finish(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool, counter: SkipCounter) -> tf.data.Dataset:
+    """Batch, prefetch, switch tf.data's autotuning thread off, attach the skip counter.
+
+    Why no autotuning: each iterator's autotuner runs in a ``tf_data_model`` thread that the
+    iterator's destructor waits for. While a training step keeps both cores busy, that wait
+    took 3-10 s whenever Keras replaced an epoch's iterator (at the start of an epoch and
+    before validation; 2-4 of every 7 epochs of the default fit, ``scripts/epoch_gaps.py``
+    with ``py-spy dump --native``: main thread in ``~LogicalThreadWrapper`` under
+    ``RootDataset::Iterator::~Iterator``). Without it, 0 of 7 epochs stalled and AUTOTUNE
+    parallelism is tf.data's fixed default, one parallel call per core (``min(16, cores)``):
+    the pipeline delivers an epoch of the embedded data in ~0.3 s, 40x faster than the step
+    consumes it, so tuning it buys nothing. docs/training_speed.md, session 9.
+    """
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return _with_counter(ds.with_options(options), counter)
 
 
 def _with_counter(ds: tf.data.Dataset, counter: SkipCounter) -> tf.data.Dataset:
@@ -378,7 +397,7 @@ def make_tfds_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     elif cache is not None and cache is not False:
         ds = _cache(ds, cache, 0, 0, dict(tfds=name, split=split, frames=frames, stride=stride, size=[h, w], pad=pad))
-    return _with_counter(ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE), counter)
+    return _finish(ds, batch_size, drop_remainder, counter)
 
 
 def make_subset_dataset(
