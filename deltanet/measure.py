@@ -45,6 +45,10 @@ def mac_layer_table(model: keras.Model) -> list[dict]:
 _PROBE_ATTRIBUTE = "_deltanet_measure_probe"
 
 
+def _single_output(model: keras.Model) -> bool:
+    return not isinstance(model.output, (list, tuple, dict))
+
+
 def _probe(model: keras.Model):
     """The MAC-layer table of ``model`` and a model returning every distinct MAC-layer input.
 
@@ -65,7 +69,9 @@ def _probe(model: keras.Model):
         if all(rec["input"] is not u for u in unique):
             unique.append(rec["input"])
     index = [next(i for i, u in enumerate(unique) if u is rec["input"]) for rec in table]
-    cached = (table, unique, index, keras.Model(model.input, unique))
+    # the model's own output last: the same pass gives top-1 accuracy when labels come with the clips
+    outputs = [*unique, model.output] if _single_output(model) else list(unique)
+    cached = (table, unique, index, keras.Model(model.input, outputs))
     object.__setattr__(model, _PROBE_ATTRIBUTE, cached)  # bypass Keras' tracking on purpose
     return cached
 
@@ -86,21 +92,29 @@ def measure_model(model: keras.Model, clips: Iterable, *, max_batches: int | Non
 
     Returns:
         ``{"mac_density", "temporal_mac_density", "spatial_mac_density", "macs_per_frame",
-        "layers": [{"name", "type", "macs", "delta", "temporal_density", "spatial_density"}]}``.
+        "layers": [{"name", "type", "macs", "delta", "temporal_density", "spatial_density"}],
+        "accuracy"}``: ``accuracy`` is the top-1 accuracy of the model's output on the same
+        clips when they come as ``(clips, labels)`` pairs (one pass for both), else None.
     """
     table, unique, index, probe = _probe(model)
     nz_delta = np.zeros(len(unique), np.int64)
     n_delta = np.zeros(len(unique), np.int64)
     nz_act = np.zeros(len(unique), np.int64)
     n_act = np.zeros(len(unique), np.int64)
+    correct = seen = 0
     for b, batch in enumerate(clips):
         if max_batches is not None and b >= max_batches:
             break
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x = np.asarray(x)  # tf.data hands tensors; the JAX backend needs arrays
+        labeled = isinstance(batch, (tuple, list))
+        x = np.asarray(batch[0] if labeled else batch)  # tf.data hands tensors; the JAX backend needs arrays
         outs = probe.predict_on_batch(x)
-        if len(unique) == 1:
-            outs = [outs]
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        if len(outs) > len(unique):  # the model's output (see _probe)
+            logits = np.asarray(outs.pop())
+            if labeled:  # top-1 as Keras' "accuracy" counts it (first maximum on ties, as np.argmax)
+                labels = np.asarray(batch[1]).reshape(-1)
+                correct += int(np.count_nonzero(np.argmax(logits.reshape(len(labels), -1), axis=-1) == labels))
+                seen += len(labels)
         for i, y in enumerate(outs):
             y = np.asarray(y)
             d = density.clip_deltas(y)
@@ -131,4 +145,5 @@ def measure_model(model: keras.Model, clips: Iterable, *, max_batches: int | Non
         "spatial_mac_density": spatial,
         "macs_per_frame": int(sum(rec["macs"] for rec in layers)),
         "layers": layers,
+        "accuracy": correct / seen if seen else None,
     }

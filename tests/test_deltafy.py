@@ -139,3 +139,17 @@ def test_per_frame_model_of_a_baseline_matches_the_clip_model():
         frame.predict(x, verbose=0), deltanet.frame_logits_model(clip).predict(x[None], verbose=0)[0], rtol=1e-5, atol=1e-6
     )
     assert not [la for la in frame.layers if isinstance(la, DeltaActivation)]
+
+
+def test_measure_model_counts_top1_accuracy_of_labelled_batches_in_the_same_pass():
+    model = deltanet.build_model(3, arch="tiny", size=32, threshold=0.05)
+    rng = np.random.default_rng(4)
+    clips = rng.integers(0, 256, (5, 4, 32, 32, 3), dtype=np.uint8)
+    predicted = np.argmax(np.asarray(model.predict_on_batch(clips)), axis=-1)
+    labels = predicted.copy()
+    labels[:2] = (labels[:2] + 1) % 3  # two of five wrong
+    batches = [(clips[:3], labels[:3]), (clips[3:], labels[3:])]
+    measured = measure_model(model, batches)
+    assert measured["accuracy"] == pytest.approx(3 / 5)
+    assert measured["mac_density"] == measure_model(model, [clips[:3], clips[3:]])["mac_density"]  # labels change nothing else
+    assert measure_model(model, [clips])["accuracy"] is None  # no labels, no accuracy

@@ -61,6 +61,18 @@ def test_fit_end_to_end_writes_model_history_metrics(tiny_ucf, tmp_path):
     model = deltanet.load_model(out / "model.keras")
     info = deltanet.model_info(model)
     assert info["class_names"] == metrics["classes"] and info["frames"] == 4 and info["size"] == 32
+    # metrics.json's validation figures come from the last epoch and its test accuracy from the
+    # density pass (one pass each, training.fit.finish): the saved model evaluated afresh agrees
+    from training.fit import FitConfig, load_data
+    from training.pipeline import make_subset_dataset
+
+    cfg = FitConfig(data=str(tiny_ucf), size=32, frames=4, stride=1, batch_size=4)
+    index, _, val_ds, _ = load_data(cfg, 3)
+    val = model.evaluate(val_ds, verbose=0, return_dict=True)
+    assert val["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert val["loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+    test_ds = make_subset_dataset(index, "test", frames=4, stride=1, size=(32, 32), batch_size=4, seed=cfg.seed)
+    assert model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
 @pytest.mark.slow
