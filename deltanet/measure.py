@@ -111,9 +111,11 @@ def measure_model(model: keras.Model, clips: Iterable, *, max_batches: int | Non
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         if len(outs) > len(unique):  # the model's output (see _probe)
             logits = np.asarray(outs.pop())
-            if labeled:  # top-1 as Keras' "accuracy" counts it (first maximum on ties, as np.argmax)
-                labels = np.asarray(batch[1]).reshape(-1)
-                correct += int(np.count_nonzero(np.argmax(logits.reshape(len(labels), -1), axis=-1) == labels))
+            labels = np.asarray(batch[1]) if labeled else None
+            # top-1 as Keras' "accuracy" counts it (first maximum on ties, as np.argmax), for
+            # (batch, classes) outputs with one label per clip; anything else gets no accuracy
+            if labels is not None and logits.ndim == 2 and labels.shape == logits.shape[:1]:
+                correct += int(np.count_nonzero(np.argmax(logits, axis=-1) == labels))
                 seen += len(labels)
         for i, y in enumerate(outs):
             y = np.asarray(y)

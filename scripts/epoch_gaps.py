@@ -30,11 +30,8 @@ _timer: threading.Timer | None = None
 
 def _dump_stacks() -> None:
     """Every thread's stack: native frames too (TensorFlow's C++) when ``py-spy`` is installed."""
-    gdb, spy = shutil.which("gdb"), shutil.which("py-spy")
-    if gdb and os.environ.get("EPOCH_GAPS_GDB"):  # every native thread (tf.data's C++ workers too)
-        r = subprocess.run([gdb, "-p", str(os.getpid()), "-batch", "-ex", "thread apply all bt 25"], capture_output=True, text=True)
-        print(r.stdout, file=sys.stderr, flush=True)
-    elif spy:
+    spy = shutil.which("py-spy")
+    if spy:
         r = subprocess.run([spy, "dump", "--native", "--pid", str(os.getpid())], capture_output=True, text=True)
         print(r.stdout + r.stderr, file=sys.stderr, flush=True)
     else:
@@ -52,6 +49,8 @@ def _arm() -> None:
 def _disarm() -> None:
     if _timer is not None:
         _timer.cancel()
+
+
 _checkpoint_callback = fit._checkpoint_callback
 
 

@@ -153,3 +153,5 @@ def test_measure_model_counts_top1_accuracy_of_labelled_batches_in_the_same_pass
     assert measured["accuracy"] == pytest.approx(3 / 5)
     assert measured["mac_density"] == measure_model(model, [clips[:3], clips[3:]])["mac_density"]  # labels change nothing else
     assert measure_model(model, [clips])["accuracy"] is None  # no labels, no accuracy
+    per_frame = deltanet.frame_logits_model(model)  # (batch, time, classes) logits: no top-1 per clip
+    assert measure_model(per_frame, batches)["accuracy"] is None

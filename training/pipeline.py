@@ -274,7 +274,7 @@ def _finish(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool, counter:
     Why no autotuning: each iterator's autotuner runs in a ``tf_data_model`` thread that the
     iterator's destructor waits for. While a training step keeps both cores busy, that wait
     took 3-10 s whenever Keras replaced an epoch's iterator (at the start of an epoch and
-    before validation; 2-4 of every 7 epochs of the default fit, ``scripts/epoch_gaps.py``
+    before validation; 4 of epochs 1-7 in one run of the default fit, 2 of epochs 1-5 in another, ``scripts/epoch_gaps.py``
     with ``py-spy dump --native``: main thread in ``~LogicalThreadWrapper`` under
     ``RootDataset::Iterator::~Iterator``). Without it, 0 of 7 epochs stalled and AUTOTUNE
     parallelism is tf.data's fixed default, one parallel call per core (``min(16, cores)``):
