@@ -11,6 +11,20 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+def pytest_configure(config):
+    """On the controller (not in xdist workers), before any worker starts: compile the engine's
+    composite kernels in one clean process (tests/warm_numba_cache.py says why: a ``run_frame``
+    compiled among other tests' kernels can be cached broken)."""
+    import subprocess
+
+    if hasattr(config, "workerinput") or os.environ.get("DELTANET_NUMBA_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    script = os.path.join(os.path.dirname(__file__), "warm_numba_cache.py")
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise pytest.UsageError(f"tests/warm_numba_cache.py failed (exit {r.returncode}): {r.stderr[-2000:]}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jax_compilation_cache(tmp_path_factory):
     """One persistent XLA compilation cache for every JAX subprocess of the session (they inherit
