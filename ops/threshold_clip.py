@@ -12,7 +12,7 @@ is their reference.
 
 The recursion is the one definition of the hysteresis in the kernels
 (:func:`ops.encode._hysteresis`), so training and the runtime agree bit for bit. Sums are
-accumulated in float64. Each kernel comes serial (the default) and as a ``prange`` over the
+accumulated in float32 within blocks of :data:`BLOCK` elements and in float64 across them. Each kernel comes serial (the default) and as a ``prange`` over the
 clips (``parallel=True``): while a kernel runs, the training step has nothing else to do on a
 chain of layers, so a second core would otherwise idle; but a parallel region on a busy 2-core
 machine waits for descheduled workers (``ops.config``; session 5 measured 8 ms per call under
@@ -33,34 +33,64 @@ from ops.config import njit_exact, njit_par, prange
 from ops.encode import _check_theta, _hysteresis
 
 
+#: Elements per block of :func:`_forward_clip`: ``x``, ``y`` and the reference rows of one
+#: block (3 x 8 KiB) stay in a 48 KiB L1 data cache between the recursion and the statistics.
+BLOCK = 2048
+
+
 @njit_exact(fastmath={"reassoc"})
 def _forward_clip(x, theta_row, y):
     """One clip: ``x``, ``y``: (T, E) float32; ``theta_row``: (E,), each element's threshold.
-    Returns ``(sum|d|, sum d^2, non-zero d, non-zero y)``. Two loops per frame, the recursion and
-    then the statistics of ``d = y_t - y_{t-1}`` (what the recursion transmitted, see
-    :func:`_delta`): one loop doing both does not vectorize (4.5x slower). ``reassoc`` lets the
-    float64 sums vectorize; the recursion has nothing to reassociate."""
+    Returns ``(sum|d|, sum d^2, non-zero d, non-zero y)``.
+
+    Per frame and per :data:`BLOCK` of elements, two loops: the recursion, then the statistics
+    of ``d = y_t - y_{t-1}`` (what the recursion transmitted, see :func:`_delta`) and of ``y``.
+    One loop doing both does not vectorize (4.5x slower); two loops over whole frames re-read
+    ``y_t`` and ``y_{t-1}`` from L2/L3 (frames of the large layers are 0.6 MB each). Each block's
+    sums are float32 (full-width vectors), accumulated in float64 across blocks; counts int32
+    per block. Blocked, the forward of the default model's 26 layers took 4.6-5.3 ms against
+    6.4-8.4 ms (``prange``; serial 6.9-7.2 against 11.4-12.1; docs/training_speed.md, "Session 11").
+    ``reassoc`` lets the sums vectorize; the recursion has nothing to reassociate."""
     t_len, e = x.shape
+    zero = np.float32(0.0)
     l1 = 0.0
     l2 = 0.0
     nonzero_d = 0
     nonzero_y = 0
-    for t in range(t_len):
-        xr = x[t]
-        yr = y[t]
-        ref = y[t - 1] if t else np.zeros(0, np.float32)
-        for k in range(e):
-            r = ref[k] if t else np.float32(0.0)
-            fires, _ = _hysteresis(xr[k], r, theta_row[k])
-            yr[k] = xr[k] if fires else r
-        for k in range(e):
-            nonzero_y += yr[k] != 0
-        if t:
-            for k in range(e):
-                d = _delta(yr[k], ref[k])
-                l1 += abs(np.float64(d))
-                l2 += np.float64(d) * np.float64(d)
-                nonzero_d += d != 0
+    x0 = x[0]
+    y0 = y[0]
+    count = np.int32(0)
+    for k in range(e):
+        fires, _ = _hysteresis(x0[k], zero, theta_row[k])
+        v = x0[k] if fires else zero
+        y0[k] = v
+        count += np.int32(v != zero)
+    nonzero_y += count
+    for t in range(1, t_len):
+        for s in range(0, e, BLOCK):
+            n = min(BLOCK, e - s)
+            xb = x[t, s : s + n]
+            yb = y[t, s : s + n]
+            ref = y[t - 1, s : s + n]
+            tb = theta_row[s : s + n]
+            for k in range(n):
+                r = ref[k]
+                fires, _ = _hysteresis(xb[k], r, tb[k])
+                yb[k] = xb[k] if fires else r
+            a = zero
+            b = zero
+            count_d = np.int32(0)
+            count_y = np.int32(0)
+            for k in range(n):
+                d = _delta(yb[k], ref[k])
+                a += abs(d)
+                b += d * d
+                count_d += np.int32(d != zero)
+                count_y += np.int32(yb[k] != zero)
+            l1 += a
+            l2 += b
+            nonzero_d += count_d
+            nonzero_y += count_y
     return l1, l2, nonzero_d, nonzero_y
 
 

@@ -36,8 +36,28 @@ def test_forward_matches_the_numpy_reference_bit_for_bit():
     np.testing.assert_array_equal(y, y_ref)
     assert nonzero_d == np.count_nonzero(d) and nonzero_y == np.count_nonzero(y_ref)
     assert 0 < nonzero_d < d.size
-    np.testing.assert_allclose(l1, np.abs(d.astype(np.float64)).sum(), rtol=1e-12)
-    np.testing.assert_allclose(l2, np.square(d.astype(np.float64)).sum(), rtol=1e-12)
+    # float32 sums within a block of elements (ops.threshold_clip.BLOCK), float64 across blocks
+    np.testing.assert_allclose(l1, np.abs(d.astype(np.float64)).sum(), rtol=1e-6)
+    np.testing.assert_allclose(l2, np.square(d.astype(np.float64)).sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_forward_over_several_blocks_and_a_partial_one(parallel):
+    """Frames of more than BLOCK elements (the default model's large layers): the blocked loops
+    cover every element once, the last block partial."""
+    from ops.threshold_clip import BLOCK
+
+    pixels, channels = 2 * BLOCK // 8 + 5, 8  # 2 full blocks + 40 elements
+    x = _clips((2, 4, pixels, channels), seed=5)
+    theta = _thetas(channels, seed=6)
+    y, (l1, l2, nonzero_d, nonzero_y) = threshold_clip_forward(x, theta, parallel)
+    ref = [naive.threshold_stream(clip, theta) for clip in x]
+    y_ref = np.stack([r[0] for r in ref])
+    d = np.stack([r[1] for r in ref])[:, 1:]
+    np.testing.assert_array_equal(y, y_ref)
+    assert nonzero_d == np.count_nonzero(d) and nonzero_y == np.count_nonzero(y_ref)
+    np.testing.assert_allclose(l1, np.abs(d.astype(np.float64)).sum(), rtol=1e-5)
+    np.testing.assert_allclose(l2, np.square(d.astype(np.float64)).sum(), rtol=1e-5)
 
 
 def test_backward_is_the_hand_written_gradient():
