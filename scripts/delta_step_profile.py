@@ -6,7 +6,8 @@ Builds the default delta model several times, each with ``DeltaActivation.call``
 one more part of its work (the variants below), plus the baseline, and times
 ``train_on_batch`` on one random batch, alternating the models so that all see the same load.
 The variants change what is computed (they are a profile, not a model): ``identity`` is the
-cost of having the layers at all; ``forward_only`` .. ``fused+penalty`` add the parts of the
+cost of having the layers at all; ``pyfunc_only`` that of the fast path's two
+``numpy_function`` calls per layer with no kernel in them (outputs from its pool, unwritten); ``forward_only`` .. ``fused+penalty`` add the parts of the
 backend-neutral ``keras.ops`` pass one at a time; ``fast`` and ``fast+penalty`` the same with
 TensorFlow's numba fast path (``deltanet.threshold_clip_tf``); ``full`` is the layer as it is
 (in a TensorFlow training step: the fast path, the penalty and the density counters).
@@ -61,8 +62,32 @@ def _variants():
             self.add_loss(self._penalty(l1, l2, count))
         return ops.cast(y, self.compute_dtype)
 
+    def pyfunc_only(self, inputs, training=None):  # the fast path's two numpy_function calls, no kernels
+        import tensorflow as tf
+
+        from deltanet import threshold_clip_tf as T
+
+        x = ops.cast(inputs, "float32")
+
+        @tf.custom_gradient
+        def passthrough(x):
+            # arrays from the fast path's pool, left unwritten: what TensorFlow's numpy_function
+            # machinery costs at these sizes (conversions, scheduling, the arrays' memory) without any kernel
+            y = tf.numpy_function(lambda a: T._outputs.take(a.shape), [x], tf.float32, stateful=False)
+            y.set_shape(x.shape)
+
+            def grad(g):
+                g_x = tf.numpy_function(lambda a: T._outputs.take(a.shape), [g], tf.float32, stateful=False)
+                g_x.set_shape(x.shape)
+                return g_x
+
+            return y, grad
+
+        return ops.cast(passthrough(x), self.compute_dtype)
+
     return {
         "identity": identity,
+        "pyfunc_only": pyfunc_only,
         "forward_only": forward_only,
         "fused": fused,
         "fused+penalty": fused_penalty,
