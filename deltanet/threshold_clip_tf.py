@@ -5,7 +5,7 @@ under TensorFlow on a CPU that is about twenty element-wise ops, each a full pas
 activations, and the delta model's training step took 1.8-1.9x the baseline's
 (``docs/training_speed.md``, "Session 5"). Here the same computation runs as two numba kernels
 (``ops.threshold_clip``: one pass forward, one backward) called through ``tf.numpy_function``.
-Same outputs (bit for bit; the two sums within float32 rounding, accumulated in float64),
+Same outputs (bit for bit; the two sums within float32 rounding: float32 per block of elements, float64 across blocks),
 same gradient (bit for bit), tested against the ``keras.ops`` version
 (``tests/test_threshold_clip.py``).
 

@@ -48,8 +48,9 @@ def _forward_clip(x, theta_row, y):
     One loop doing both does not vectorize (4.5x slower); two loops over whole frames re-read
     ``y_t`` and ``y_{t-1}`` from L2/L3 (frames of the large layers are 0.6 MB each). Each block's
     sums are float32 (full-width vectors), accumulated in float64 across blocks; counts int32
-    per block. Blocked, the forward of the default model's 26 layers took 4.6-5.3 ms against
-    6.4-8.4 ms (``prange``; serial 6.9-7.2 against 11.4-12.1; docs/training_speed.md, "Session 11").
+    per block. Blocked, one forward pass over the default model's 26 layers takes 5.3-5.6 ms against
+    7.5-7.6 ms before (``prange``; serial 7.7 against 12.6-12.9; ``python
+    scripts/threshold_clip_kernels.py --cold``, docs/training_speed.md, "Session 11").
     ``reassoc`` lets the sums vectorize; the recursion has nothing to reassociate."""
     t_len, e = x.shape
     zero = np.float32(0.0)
