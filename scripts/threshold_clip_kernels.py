@@ -27,10 +27,10 @@ def layer_shapes(args) -> list[tuple[int, ...]]:
 
     import_tensorflow_quietly()
     import deltanet
-    from deltanet.delta_activation import DeltaActivation
+    from deltanet.measure import delta_layers
 
     model = deltanet.build_model(10, arch="mobilenet_v2_lite", size=args.size, penalty_weight=2.0)
-    return [(args.batch, args.frames, *l.input.shape[2:]) for l in model._flatten_layers() if isinstance(l, DeltaActivation)]
+    return [(args.batch, args.frames, *l.input.shape[2:]) for l in delta_layers(model)]
 
 
 def main() -> None:
