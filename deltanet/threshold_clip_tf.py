@@ -30,6 +30,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from deltanet import native_op
 from deltanet.upstream import in_xla_compilation
 from ops.threshold_clip import aligned_empty, threshold_clip_backward, threshold_clip_forward
 
@@ -97,6 +98,9 @@ def threshold_clip_tf(x, theta):
     kernels run on numba's threads if :data:`PARALLEL` is set when the graph is traced."""
     theta = tf.broadcast_to(tf.cast(theta, tf.float32), [x.shape[-1]])
     steps = x.shape[1]
+    native = native_op.load()
+    if native is not None:
+        return _native_fused(native, theta, steps)(x)
     parallel = PARALLEL
 
     @tf.custom_gradient
@@ -126,3 +130,21 @@ def threshold_clip_tf(x, theta):
         return (y, l1, l2, nonzero, count, nonzero_y), grad
 
     return fused(x)
+
+
+def _native_fused(native, theta, steps):
+    """``fused`` of :func:`threshold_clip_tf` on the native op (``deltanet.native_op``): the
+    same kernels, called by TensorFlow on its own threads, no Python per step."""
+
+    @tf.custom_gradient
+    def fused(x):
+        y, stats = native.deltanet_threshold_clip_forward(x, theta, name="threshold_clip_forward")
+        l1, l2, nonzero, nonzero_y = tf.unstack(stats)
+        count = tf.cast(tf.size(x) // steps * (steps - 1), tf.float32)
+
+        def grad(g_y, g_l1, g_l2, *unused):
+            return native.deltanet_threshold_clip_backward(y, g_y, g_l1, g_l2, name="threshold_clip_backward")
+
+        return (y, l1, l2, nonzero, count, nonzero_y), grad
+
+    return fused

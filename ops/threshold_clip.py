@@ -262,3 +262,42 @@ def threshold_clip_backward(
     g_l1, g_l2 = np.float32(g_l1), np.float32(g_l2)
     (_backward_par if parallel else _backward)(y.reshape(flat), g_y.reshape(flat), g_l1, np.float32(2.0) * g_l2, g_x.reshape(flat))
     return g_x
+
+
+_cfuncs: tuple | None = None
+
+
+def clip_cfuncs() -> tuple:
+    """C-callable versions of :func:`_forward_clip` and :func:`_backward_clip` (numba ``cfunc``,
+    compiled on first call, ~2 s): ``(forward, backward)``, each with ``.address``.
+
+    They let a native TensorFlow op (``deltanet/native/threshold_clip_op.cc``) run *these*
+    kernels, one clip per call, on TensorFlow's own threads, with no Python in between:
+    the recursion keeps one definition. C signatures::
+
+        void forward(const float* x, const float* theta_row, float* y, int64 t, int64 e, double* stats4)
+        void backward(const float* y, const float* g_y, float* g_x, int64 t, int64 e, float g_l1, float two_g_l2)
+    """
+    global _cfuncs
+    if _cfuncs is None:
+        from numba import carray, cfunc, types
+
+        f32p, f64p = types.CPointer(types.float32), types.CPointer(types.float64)
+
+        @cfunc(types.void(f32p, f32p, f32p, types.int64, types.int64, f64p), nopython=True, error_model="numpy")
+        def forward(x_ptr, theta_ptr, y_ptr, t, e, stats_ptr):
+            x = carray(x_ptr, (t, e))
+            y = carray(y_ptr, (t, e))
+            stats = carray(stats_ptr, (4,))
+            l1, l2, nonzero_d, nonzero_y = _forward_clip(x, carray(theta_ptr, (e,)), y)
+            stats[0] = l1
+            stats[1] = l2
+            stats[2] = nonzero_d
+            stats[3] = nonzero_y
+
+        @cfunc(types.void(f32p, f32p, f32p, types.int64, types.int64, types.float32, types.float32), nopython=True, error_model="numpy")
+        def backward(y_ptr, g_y_ptr, g_x_ptr, t, e, g_l1, two_g_l2):
+            _backward_clip(carray(y_ptr, (t, e)), carray(g_y_ptr, (t, e)), g_l1, two_g_l2, carray(g_x_ptr, (t, e)))
+
+        _cfuncs = (forward, backward)
+    return _cfuncs
