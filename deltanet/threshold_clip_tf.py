@@ -4,19 +4,26 @@
 under TensorFlow on a CPU that is about twenty element-wise ops, each a full pass over the
 activations, and the delta model's training step took 1.8-1.9x the baseline's
 (``docs/training_speed.md``, "Session 5"). Here the same computation runs as two numba kernels
-(``ops.threshold_clip``: one pass forward, one backward) called through ``tf.numpy_function``.
-Same outputs (bit for bit; the two sums within float32 rounding: float32 per block of elements, float64 across blocks),
+(``ops.threshold_clip``: one pass forward, one backward), called one of two ways:
+
+* through a **native TensorFlow op** (``deltanet.native_op``, the default where a C++ compiler
+  is present): TensorFlow calls the kernels' C entry points clip by clip on its own threads, no
+  Python per call. The delta step took 1.16-1.26x the baseline's against 1.38-1.45x through
+  ``numpy_function`` (``scripts/step_time.py``, alternated runs, docs/training_speed.md, "Session 12");
+* through ``tf.numpy_function`` (the fallback: no compiler, or ``DELTANET_NATIVE_OP=0``).
+
+Both give the same outputs (bit for bit; the two sums within float32 rounding: float32 per block of elements, float64 across blocks),
 same gradient (bit for bit), tested against the ``keras.ops`` version
 (``tests/test_threshold_clip.py``).
 
-What the calls cost besides the kernels (``docs/training_speed.md``, "Session 6"): each output
+What the ``numpy_function`` calls cost besides the kernels (``docs/training_speed.md``, "Session 6"): each output
 array is taken by TensorFlow without a copy if it is 64-byte aligned (a full copy of every
 activation otherwise), and is written into memory reused from earlier steps
 (:class:`_ReusedOutputs`) rather than into fresh pages; the four statistics come back as one
 output.
 
-A ``numpy_function`` needs Python at run time, so ``DeltaActivation`` uses this in training
-calls only; inference graphs (exports, ``predict``) keep the neutral ops, and so do XLA and
+A ``numpy_function`` needs Python at run time and the native op needs this process's kernels
+(their addresses), so ``DeltaActivation`` uses either in training calls only; inference graphs (exports, ``predict``) keep the neutral ops, and so do XLA and
 GPU training steps (:func:`applies`).
 """
 

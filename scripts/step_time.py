@@ -1,6 +1,6 @@
 """Time one training step of the default delta model vs the baseline, side by side.
 
-    python scripts/step_time.py [--steps 20] [--frames 4] [--size 112] [--batch 8] [--keras-ops] [--parallel-kernels]
+    python scripts/step_time.py [--steps 20] [--frames 4] [--size 112] [--batch 8] [--keras-ops] [--parallel-kernels] [--numpy-function]
 
 Random inputs (the data pipeline is not timed); after warm-up, alternating models so that
 all see the same machine load. Prints median milliseconds per step with the range over the steps, the
@@ -9,11 +9,14 @@ ratio to the baseline, the process's CPU milliseconds per step (all threads) and
 instead of TensorFlow's numba fast path (``deltanet.threshold_clip_tf``): the before/after of
 issue #15's delta step. ``--parallel-kernels`` adds the delta model on the other kernel flavour
 than the default ``threshold_clip_tf.PARALLEL`` (``delta_serial`` now that the default runs the
-kernels on numba's threads, ``delta_parallel`` otherwise).
+kernels on numba's threads, ``delta_parallel`` otherwise). ``delta`` runs the native op where it
+builds (``deltanet.native_op``); ``--numpy-function`` adds ``delta_numpy_function``, the same
+kernels through ``tf.numpy_function`` (the fallback; ``DELTANET_NATIVE_OP=0`` while it is traced).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import sys
@@ -89,6 +92,10 @@ def main() -> None:
         help="also time the delta model on the other kernel flavour than the default (threshold_clip_tf.PARALLEL): "
              "delta_serial when the default is the prange kernels, else delta_parallel (default: off)"
     )
+    p.add_argument(
+        "--numpy-function", action="store_true",
+        help="also time the delta model with the kernels called through tf.numpy_function instead of the native op (default: off)",
+    )
     args = p.parse_args()
 
     from deltanet.cli import import_tensorflow_quietly
@@ -100,18 +107,29 @@ def main() -> None:
     fast, parallel = threshold_clip_tf.threshold_clip_tf, threshold_clip_tf.PARALLEL
     other = "delta_serial" if parallel else "delta_parallel"
     contenders = ["baseline", "delta"] + ["delta_keras_ops"] * args.keras_ops + [other] * args.parallel_kernels
+    contenders += ["delta_numpy_function"] * args.numpy_function
+    from deltanet import native_op
+
+    print(f"delta fast path: {'native op' if native_op.load() is not None else 'numpy_function (native op unavailable)'}", flush=True)
     models = {}
     for name in contenders:
         m = compiled_model(args, name == "baseline", args.jit)
         # the step is traced on its first call: with the keras.ops pass in place of the fast
         # path, or with the fast path's kernels on numba's threads
         threshold_clip_tf.threshold_clip_tf = delta_activation._threshold_clip if name == "delta_keras_ops" else fast
-        threshold_clip_tf.PARALLEL = name == "delta_parallel" or (parallel and name in ("delta", "delta_keras_ops"))
+        threshold_clip_tf.PARALLEL = name == "delta_parallel" or (parallel and name in ("delta", "delta_keras_ops", "delta_numpy_function"))
+        setting = os.environ.get("DELTANET_NATIVE_OP")
+        if name in ("delta_numpy_function", "delta_serial", "delta_parallel"):
+            os.environ["DELTANET_NATIVE_OP"] = "0"  # the kernel flavours are the numpy_function path's
         try:
             for _ in range(3):
                 m.train_on_batch(x, y)
         finally:
             threshold_clip_tf.threshold_clip_tf, threshold_clip_tf.PARALLEL = fast, parallel
+            if setting is None:
+                os.environ.pop("DELTANET_NATIVE_OP", None)
+            else:
+                os.environ["DELTANET_NATIVE_OP"] = setting
         models[name] = m
     time_alternating(models, x, y, args.steps)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import naive
+from backends import require_native_op
 from deltanet.delta_activation import DeltaActivation, _threshold_clip
 from ops.threshold_clip import threshold_clip_backward, threshold_clip_forward
 
@@ -99,10 +100,28 @@ def _pass_and_gradient(clip, x, theta, w):
     return out, tape.gradient(loss, x)
 
 
+@pytest.fixture(params=["native", "numpy_function"])
+def fast_path(request, monkeypatch):
+    """Each TensorFlow fast path in turn: the native op (``deltanet.native_op``) and the
+    ``numpy_function`` fallback."""
+    if request.param == "native":
+        require_native_op()
+        monkeypatch.setenv("DELTANET_NATIVE_OP", "1")
+    else:
+        monkeypatch.setenv("DELTANET_NATIVE_OP", "0")
+    return request.param
+
+
+@pytest.fixture
+def numpy_function_path(monkeypatch):
+    """Tests of the ``numpy_function`` path's own machinery (output pool, prange kernels)."""
+    monkeypatch.setenv("DELTANET_NATIVE_OP", "0")
+
+
 @pytest.mark.parametrize(
     "shape, per_channel", [((3, 4, 5, 6, 3), True), ((3, 4, 5, 6, 3), False), ((4, 3, 16), True), ((2, 3, 1, 1, 8), True)]
 )
-def test_tensorflow_fast_path_equals_the_keras_ops_pass(shape, per_channel):
+def test_tensorflow_fast_path_equals_the_keras_ops_pass(shape, per_channel, fast_path):
     """Same outputs (the sums within float32 rounding), same gradient, eagerly and in a graph."""
     import tensorflow as tf
 
@@ -125,7 +144,7 @@ def test_tensorflow_fast_path_equals_the_keras_ops_pass(shape, per_channel):
     assert 0 < reference[3] < reference[4]
 
 
-def test_training_calls_take_the_fast_path_and_match_inference_calls(monkeypatch):
+def test_training_calls_take_the_fast_path_and_match_inference_calls(monkeypatch, fast_path):
     """DeltaActivation(training=True) under TensorFlow: the fast path's output, penalty and
     density counters are those of the keras.ops pass (what training=False runs)."""
     from deltanet import threshold_clip_tf
@@ -173,7 +192,7 @@ def test_parallel_kernels_equal_the_serial_ones_and_outputs_are_aligned():
         assert a.ctypes.data % ALIGNMENT == 0 and a.flags.c_contiguous and a.dtype == np.float32
 
 
-def test_tensorflow_fast_path_on_parallel_kernels_equals_the_serial_one(monkeypatch):
+def test_tensorflow_fast_path_on_parallel_kernels_equals_the_serial_one(monkeypatch, numpy_function_path):
     import tensorflow as tf
 
     from deltanet import threshold_clip_tf
@@ -217,7 +236,7 @@ def test_tensorflow_takes_an_aligned_output_without_copying_it():
         assert (addresses["in"] == addresses["out"]) is aligned
 
 
-def test_outputs_are_reused_only_once_tensorflow_let_go_of_them(monkeypatch):
+def test_outputs_are_reused_only_once_tensorflow_let_go_of_them(monkeypatch, numpy_function_path):
     """The fast path's output pool: an output that a live tensor still uses is never written
     again; once the tensor is gone its array serves the next call (no new memory per step)."""
     import tensorflow as tf
