@@ -88,8 +88,10 @@ def _build(tf, folder: Path) -> Path:
         fcntl.flock(handle, fcntl.LOCK_EX)
         if target.exists():  # another process built it while this one waited
             return target
+        for stale in folder.glob("*.so.tmp"):  # left by a process killed while compiling
+            stale.unlink(missing_ok=True)
         print("deltanet: compiling the native training op against TensorFlow (once per installation, ~15 s)", file=sys.stderr, flush=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
         os.close(fd)
         cmd = [cxx, "-shared", "-fPIC", "-O2", "-w", str(SOURCE), "-o", tmp, *_flags(tf)]
         try:
@@ -115,6 +117,28 @@ def _load_now():
     # the same file dlopen'ed again: the same library, so the same globals as TensorFlow's handle
     ctypes.CDLL(str(path)).deltanet_set_threshold_clip_kernels(ctypes.c_void_p(forward.address), ctypes.c_void_p(backward.address))
     return module
+
+
+def build_in_background() -> threading.Thread | None:
+    """Start building the library on a thread (the compiler is a subprocess: it takes no GIL) and
+    return the thread, or None where the op is off. ``training.fit`` calls this before it
+    generates and loads the data (single-core Python), so a first run's ~10 s compile overlaps
+    it; :func:`load` later waits for the build through the lock. A failure is left to
+    :func:`load` to report."""
+    if setting() == "0":
+        return None
+
+    def build() -> None:
+        try:
+            import tensorflow as tf
+
+            _build(tf, cache_root() / _digest(tf, _compiler()))
+        except Exception:  # noqa: BLE001 - load() reports it
+            pass
+
+    thread = threading.Thread(target=build, name="deltanet-native-op-build", daemon=True)
+    thread.start()
+    return thread
 
 
 def load():

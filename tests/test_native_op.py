@@ -132,24 +132,30 @@ def test_a_failed_compile_leaves_no_library_behind(monkeypatch, tmp_path):
 
 
 def test_concurrent_builds_compile_once(monkeypatch, tmp_path, capfd):
-    """Two builders of one fresh cache folder at once (threads here, processes in pytest-xdist or
-    multi-worker training): one compiles, the other waits and takes its library."""
+    """Three builders of one fresh cache folder at once (threads here, processes in pytest-xdist
+    or multi-worker training; one of them `training.fit`'s background build): one compiles, the
+    others wait and take its library. A temporary file left by a killed build is cleared."""
     import tensorflow as tf
 
     require_native_op()
+    monkeypatch.setenv("DELTANET_NATIVE_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / native_op._digest(tf, native_op._compiler())
+    folder.mkdir()
+    (folder / "tmpkilled.so.tmp").write_bytes(b"half")
+    background = native_op.build_in_background()
     paths, errors = [], []
 
     def build():
         try:
-            paths.append(native_op._build(tf, tmp_path / "d"))
+            paths.append(native_op._build(tf, folder))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
     threads = [threading.Thread(target=build) for _ in range(2)]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in [*threads, background]:
         t.join()
     assert not errors and len(paths) == 2 and paths[0] == paths[1] and paths[0].stat().st_size > 0
     assert capfd.readouterr().err.count("compiling the native training op") == 1
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [".build.lock", native_op.LIBRARY]
+    assert sorted(p.name for p in folder.iterdir()) == [".build.lock", native_op.LIBRARY]

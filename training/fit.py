@@ -352,6 +352,10 @@ def run(cfg: FitConfig, *, resume: bool = False, verbose: int = 1) -> dict:
     from training.ucf101 import DataError
 
     dist = distribute.setup(cfg.distribute, batch_size=cfg.batch_size)  # [distribute] before any TF op
+    if keras.backend.backend() == "tensorflow" and not cfg.baseline:
+        from deltanet import native_op
+
+        native_op.build_in_background()  # the compiler runs while the data is generated and loaded
     keras.utils.set_random_seed(cfg.seed)
     started = time.time()
     channels = 3
