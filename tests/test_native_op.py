@@ -11,7 +11,7 @@ import pytest
 
 from backends import require_native_op
 from deltanet import native_op
-from test_threshold_clip import _clips, _thetas
+from test_threshold_clip import _clips, _pass_and_gradient, _thetas
 
 
 def test_native_op_equals_the_numpy_function_path_bit_for_bit(monkeypatch):
@@ -31,7 +31,9 @@ def test_native_op_equals_the_numpy_function_path_bit_for_bit(monkeypatch):
     results = {}
     for mode in ("0", "1"):
         monkeypatch.setenv("DELTANET_NATIVE_OP", mode)
-        results[mode] = tf.function(lambda x: _pass_and_gradient(x, theta, w))(x)
+        fn = tf.function(lambda x: _pass_and_gradient(threshold_clip_tf.threshold_clip_tf, x, theta, w))
+        results[mode] = fn(x)
+        assert ("DeltanetThresholdClipForward" in _op_types(fn.get_concrete_function(x).graph)) == (mode == "1")
     (out_np, g_np), (out_native, g_native) = results["0"], results["1"]
     for a, b in zip(out_native, out_np):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -39,16 +41,10 @@ def test_native_op_equals_the_numpy_function_path_bit_for_bit(monkeypatch):
     assert 0 < float(out_native[3]) < float(out_native[4])
 
 
-def _pass_and_gradient(x, theta, w):
-    import tensorflow as tf
-
-    from deltanet.threshold_clip_tf import threshold_clip_tf
-
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        out = threshold_clip_tf(x, theta)
-        loss = tf.reduce_sum(out[0] * w) + 0.9 * out[1] + 1.7 * out[2]
-    return out, tape.gradient(loss, x)
+def _op_types(graph) -> set[str]:
+    """The op types of a traced graph and of the functions inside it (custom gradients)."""
+    inner = getattr(graph, "_functions", {})
+    return {op.type for op in graph.get_operations()} | {op.type for f in inner.values() for op in f.graph.get_operations()}
 
 
 def test_a_training_step_runs_the_native_ops_and_no_numpy_function(monkeypatch):
@@ -71,10 +67,7 @@ def test_a_training_step_runs_the_native_ops_and_no_numpy_function(monkeypatch):
             loss = tf.reduce_sum(layer(x, training=True)) + tf.add_n(layer.losses)
         return tape.gradient(loss, x)
 
-    graph = step.get_concrete_function(x).graph
-    types = {op.type for op in graph.get_operations()}
-    inner = {op.type for f in graph._functions.values() for op in f.graph.get_operations()} if hasattr(graph, "_functions") else set()
-    found = types | inner
+    found = _op_types(step.get_concrete_function(x).graph)
     assert "DeltanetThresholdClipForward" in found and "DeltanetThresholdClipBackward" in found, sorted(found)
     assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & found
     assert np.isfinite(step(x).numpy()).all()
