@@ -102,6 +102,7 @@ class CalibrationResult:
     mse: float = float("nan")  # per-frame logits vs exact deltas, calibration clips
     top1_agreement: float = float("nan")
     model_runs: int = 0
+    sweep_clips: int = 0  # clips the error sweeps ran on
     candidates: list = field(default_factory=list)  # CHESS: the dense sets tried and their error
 
     def summary(self) -> dict:
@@ -210,6 +211,7 @@ def calibrate(
     curve_points: int = 40,
     max_capture_bytes: int = 1 << 30,
     sweep_clips: int = 64,
+    teal_channels: str = "uniform",
     log: Callable[[str], None] | None = None,
 ) -> CalibrationResult:
     """Set the thresholds of ``model``'s delta layers (in place) for a target MAC density.
@@ -228,9 +230,12 @@ def calibrate(
         curve_points: samples of each layer's density curve.
         max_capture_bytes: cached layer inputs are captured in groups of at most this size.
         sweep_clips: the error sweeps (TEAL's per-layer error curves, CHESS's sensitivity)
-            run on the first batches holding this many clips; densities, the trim and the
+            run on the first this many clips; densities, the trim and the
             final measurement use all of ``batches`` (the density needs many clips to
             generalise, the error ranking far fewer).
+        teal_channels: TEAL: ``"uniform"`` (one threshold for all of a layer's channels, as
+            TEAL has it) or ``"weights"`` (per channel ``theta_c ~ 1 / ||W_next[c]||``, the
+            CHESS/WINA shape, with TEAL's measured greedy allocation among layers).
         log: optional progress callback (one line per step).
 
     Returns:
@@ -242,6 +247,8 @@ def calibrate(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if teal_channels not in ("uniform", "weights"):
+        raise ValueError(f"teal_channels must be 'uniform' or 'weights', got {teal_channels!r}")
     if not 0.0 < float(target_density) < 1.0:
         raise ValueError(f"target_density must be in (0, 1), got {target_density!r}")
     target = float(target_density)
@@ -261,9 +268,9 @@ def calibrate(
     for b in runner.batches:
         if n_sweep >= sweep_clips:
             break
-        sweep_batches.append(b)
-        n_sweep += b.shape[0]
-    if len(sweep_batches) == len(runner.batches):
+        sweep_batches.append(b[: sweep_clips - n_sweep])  # exactly sweep_clips clips, even inside a batch
+        n_sweep += sweep_batches[-1].shape[0]
+    if n_sweep == sum(b.shape[0] for b in runner.batches):
         sweeper = runner
     else:
         sweeper = Runner(model, sites, sweep_batches)
@@ -278,7 +285,8 @@ def calibrate(
 
     norms_base = {s.name: _inverse_norm_base(site_sq_norms(s, fold_bn)) for s in sites}
     ones = {s.name: np.ones(s.channels, np.float64) for s in sites}
-    base = norms_base if method in ("wina", "chess") else ones
+    weighted = method in ("wina", "chess") or (method == "teal" and teal_channels == "weights")
+    base = norms_base if weighted else ones
     layers = [{"name": s.name, "macs": int(s.macs), "exact_density": float(p)} for s, p in zip(sites, p0)]
     dense_layers: list[str] = []
     candidates: list = []
@@ -365,7 +373,7 @@ def calibrate(
     for rec, p, s in zip(layers, final["densities"], sites):
         rec["density"] = float(p)
         thr = thresholds[s.name].astype(np.float64)
-        if method in ("chess", "wina"):
+        if weighted:
             # theta_c = sqrt(T / s_c): the layer's budget T (WINA's theta is sqrt(T))
             rec["budget"] = float(np.median(thr**2 / norms_base[s.name] ** 2))
         else:
@@ -382,6 +390,7 @@ def calibrate(
         mse=float(final.get("mse", float("nan"))),
         top1_agreement=float(final.get("top1_agreement", float("nan"))),
         model_runs=runner.calls + (sweeper.calls if sweeper is not runner else 0),
+        sweep_clips=n_sweep,
         candidates=candidates,
     )
 

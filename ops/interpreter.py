@@ -38,7 +38,7 @@ import numpy as np
 from ops.clock import now_ns
 from ops.config import njit_exact
 from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_pix, _conv2d_pix_par
-from ops.dense import _conv_dense
+from ops.dense import _conv_dense, _conv_dense_par
 from ops.depthwise import _depthwise, _depthwise_par
 from ops.elementwise import (
     _activation_pixels,
@@ -74,8 +74,10 @@ ENC_THRESHOLD, ENC_QUANTIZE, ENC_IDENTITY = range(3)
 #           (depthwise: the multiplier M), A0+7 stride, A0+8 pad_top, A0+9 pad_left,
 #           A0+10 the encoder step, A0+11 MAC layer index, A0+12 dense MACs, A0+13 input elements
 MAC_CONV, MAC_POINTWISE, MAC_DEPTHWISE = range(3)
-# per-frame kernel choice of a MAC layer (``kernels``): granularity + 2 * parallel
+# per-frame kernel choice of a MAC layer (``kernels``): granularity + 2 * parallel (+ KERNEL_DENSE_PARALLEL)
 KERNEL_ELEMENT, KERNEL_PIXEL, KERNEL_ELEMENT_PARALLEL, KERNEL_PIXEL_PARALLEL = range(4)
+# added to a layer's code: its dense kernel (keyframes, dense mode, the fallback) runs in parallel row blocks
+KERNEL_DENSE_PARALLEL = 4
 # activation: A0 code (ops.elementwise.ACTIVATIONS), params[s, :3]
 # affine:   A0 scale (wbuf), A0+1 offset (wbuf)
 # merge:    A0 kind (ops.elementwise.MERGES), A0+1 divide the result by the input count (Average)
@@ -138,7 +140,7 @@ def delta_fraction(steps, kernels, s, n_active, pixels, nnz):
     active pixels / pixels for the pixel-wise and depthwise kernels, non-zero elements / input
     elements for the element-wise ones (``streaming.tuning.tune_fallback`` measures the
     break-even in the same unit)."""
-    choice = kernels[steps[s, A0 + 11]]
+    choice = kernels[steps[s, A0 + 11]] % KERNEL_DENSE_PARALLEL
     if steps[s, A0] == MAC_DEPTHWISE or choice == KERNEL_PIXEL or choice == KERNEL_PIXEL_PARALLEL:
         return n_active / pixels
     return nnz / steps[s, A0 + 13]
@@ -157,6 +159,8 @@ def _mac_step(steps, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, a, choice, la,
     rounding, and the steps downstream need not look at them).
     """
     kind = steps[s, A0]
+    dense_par = choice >= KERNEL_DENSE_PARALLEL
+    choice = choice % KERNEL_DENSE_PARALLEL
     o = steps[s, F_OUT]
     oh, ow, oc = tensors[o, T_H], tensors[o, T_W], tensors[o, T_C]
     ah, aw, ac = tensors[a, T_H], tensors[a, T_W], tensors[a, T_C]
@@ -168,8 +172,12 @@ def _mac_step(steps, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, a, choice, la,
     mark = _vec(ubuf, scratch[X_MARK], oh * ow)
     if run_dense:
         x = _mat(fbuf, tensors[a, T_VAL], ah * aw, ac).reshape((ah, aw, ac))
-        _conv_dense(x, w4, stride, pt, pl, _vec(wbuf, steps[s, A0 + 2], oc), acc, fbuf[scratch[X_COL] :],
-                    kind == MAC_DEPTHWISE, kind == MAC_POINTWISE)  # fmt: skip
+        bias = _vec(wbuf, steps[s, A0 + 2], oc)
+        if dense_par:
+            _conv_dense_par(x, w4, stride, pt, pl, bias, acc, fbuf[scratch[X_COL] :], kind == MAC_DEPTHWISE,
+                            kind == MAC_POINTWISE, scratch[X_NZ_ROWS])  # fmt: skip
+        else:
+            _conv_dense(x, w4, stride, pt, pl, bias, acc, fbuf[scratch[X_COL] :], kind == MAC_DEPTHWISE, kind == MAC_POINTWISE)
         if every_pixel:
             return oh * ow, steps[s, A0 + 12]
         if kind == MAC_POINTWISE:

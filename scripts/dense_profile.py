@@ -2,8 +2,8 @@
 
     python scripts/dense_profile.py --model /work/models/seed-0.keras --source ../shared/data/box.mp4
 
-Runs ``DeltaEngine(plan, mode="dense")`` unprofiled and TFLite (XNNPACK) in interleaved blocks
-(same frames, same threads), then profiled dense frames, and prints the ratio dense/TFLite
+Runs ``DeltaEngine(plan, mode="dense")`` unprofiled (its dense kernels parallel as the untuned
+default has them, and all serial) and TFLite (XNNPACK) in interleaved blocks (same frames, same threads), then profiled dense frames, and prints the ratio dense/TFLite
 (median of per-block ratios) and the profiled time per op kind (MAC steps split by kind:
 Conv2D, pointwise, depthwise) and per MAC layer. Progress on stderr, the table on stdout.
 """
@@ -46,16 +46,17 @@ def main(argv=None) -> int:
     plan = to_plan(clip_model)
     clip = read_frames(args.source, args.frames, plan.input_shape)
     tflite = tflite_runner(deltanet.per_frame_model(clip_model), args.threads, plan.input_shape)
-    dense = DeltaEngine(plan, mode="dense", threads=args.threads)
+    dense = DeltaEngine(plan, mode="dense", threads=args.threads)  # dense kernels: the default parallel choice
+    serial = DeltaEngine(plan, mode="dense", threads=args.threads, dense_parallel={n: False for n in dense.layer_names})
     profiled = DeltaEngine(plan, mode="dense", threads=args.threads, profile=True)
     with threadpool_limits(limits=args.blas_threads, user_api="blas"):
         for f in clip[:10]:
-            dense.step(f), tflite(f), profiled.step(f)
-        times = {"dense": [], "tflite": []}
-        ratios = []
+            dense.step(f), serial.step(f), tflite(f), profiled.step(f)
+        times = {"dense": [], "serial": [], "tflite": []}
+        ratios, serial_ratios = [], []
         for b0 in range(0, len(clip), args.block):
             block = {}
-            for name, fn in (("dense", lambda f: dense.step(f)), ("tflite", tflite)):
+            for name, fn in (("dense", lambda f: dense.step(f)), ("serial", lambda f: serial.step(f)), ("tflite", tflite)):
                 t = []
                 for f in clip[b0 : b0 + args.block]:
                     t0 = time.perf_counter()
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
                 times[name] += t
                 block[name] = np.median(t)
             ratios.append(block["dense"] / block["tflite"])
+            serial_ratios.append(block["serial"] / block["tflite"])
         print(f"{len(clip)} frames, {args.threads} threads", file=sys.stderr)
         ns = []
         for f in clip:
@@ -80,6 +82,9 @@ def main(argv=None) -> int:
         by_op[name] = by_op.get(name, 0.0) + per_step[s]
     print(f"dense engine {np.median(times['dense']):.3f} ms, TFLite {np.median(times['tflite']):.3f} ms per frame (medians); "
           f"dense / TFLite, median of {len(ratios)} per-block ratios: {np.median(ratios):.2f}")  # fmt: skip
+    print(f"dense engine with every dense kernel serial {np.median(times['serial']):.3f} ms; serial / TFLite, median of "
+          f"per-block ratios: {np.median(serial_ratios):.2f} ({sum(dense.dense_parallel.values())} of {len(dense.layer_names)} "
+          f"MAC layers parallel in the default engine)")  # fmt: skip
     print(f"profiled dense frame: {per_step.sum():.0f} us")
     print("| op | us | share |\n| --- | --- | --- |")
     for name, us in sorted(by_op.items(), key=lambda kv: -kv[1]):

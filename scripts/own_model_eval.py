@@ -38,7 +38,9 @@ if str(ROOT) not in sys.path:
 
 from deltanet.cli import ArgumentParser, CliError, add_crop_argument, fail, import_tensorflow_quietly, positive_int  # noqa: E402
 
-METHODS = {"no calibration": "uniform", "TEAL": "teal", "CHESS": "chess"}
+# variant label -> (calibrate method, TEAL's channel shape)
+METHODS = {"no calibration": ("uniform", "uniform"), "TEAL": ("teal", "uniform"), "TEAL-w": ("teal", "weights"),
+           "CHESS": ("chess", "uniform")}
 
 
 def build_parser() -> ArgumentParser:
@@ -74,20 +76,25 @@ def _compare(logits: np.ndarray, teacher: np.ndarray) -> dict:
             "logit_rmse": float(np.sqrt(np.mean((logits - teacher) ** 2)))}
 
 
-def _engine_pass(plan, videos: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
-    """Per-video engine logits (from each video's first frame) and the MAC density (zeros skipped)."""
+def _engine_pass(plan, videos: list[np.ndarray]) -> tuple[list[np.ndarray], float, float]:
+    """Per-video engine logits (from each video's first frame), the MAC density (``deltanet.density``:
+    non-zero deltas, MAC-weighted; what Keras measures) and the executed MAC density (what the chosen
+    kernels multiplied: depthwise kernels multiply every channel of an active pixel, and a layer that
+    falls back runs dense), both over the frames after each video's first."""
     from deltanet import density
     from streaming.engine import DeltaEngine
 
     engine = DeltaEngine(plan, granularity="element")
-    logits, executed = [], []
+    logits, executed, nonzero = [], [], []
     for frames in videos:
         engine.reset()
         out, stats = engine.run(frames)
         logits.append(out)
         executed += [s.executed_macs for s in stats[1:]]
+        nonzero += [s.layer_mac_density for s in stats[1:]]
     per_layer = np.mean(executed, axis=0) / engine.dense_macs
-    return logits, density.mac_density(engine.dense_macs, per_layer)
+    return (logits, density.mac_density(engine.dense_macs, np.mean(nonzero, axis=0)),
+            density.mac_density(engine.dense_macs, per_layer))
 
 
 def _time(contenders: dict, frames: np.ndarray, block: int) -> dict:
@@ -135,14 +142,17 @@ def run(args, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     log(f"{n_frames} frames of {len(raw)} held-out video(s); the dense teacher changes its label {changes} times")
 
     exact_plan = to_plan(teacher_clip)
-    _, exact_density = _engine_pass(exact_plan, raw)
-    rows = [{"variant": "dense teacher, exact deltas", "target": None, "mac_density": exact_density, "top1_agreement": 1.0,
+    _, exact_density, exact_executed = _engine_pass(exact_plan, raw)
+    rows = [{"variant": "dense teacher, exact deltas", "target": None, "mac_density": exact_density,
+             "executed_mac_density": exact_executed, "top1_agreement": 1.0,
              "logit_rmse": 0.0, "plan": exact_plan}]
     for target in targets:
         for label, method in ((k, v) for k, v in METHODS.items() if k in args.methods.split(",")):
             model = cal.prepare_model(teacher_clip)
             log(f"calibrating {label} for {target} ...")
-            cal.calibrate(model, batches, target, method, sweep_clips=args.sweep_clips)
+            name, channels = method
+            res = cal.calibrate(model, batches, target, name, sweep_clips=args.sweep_clips, teal_channels=channels)
+            log(f"  calibration clips: MAC density {res.mac_density:.4f}, agreement {res.top1_agreement:.4f} ({res.model_runs} model runs)")
             rows.append({"variant": label, "target": target, "model": model})
         for spec in args.distilled:
             name, _, path = spec.partition("=")
@@ -152,10 +162,10 @@ def run(args, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     for row in rows:
         plan = row.get("plan") or to_plan(row.pop("model"))
         row["plan"] = plan
-        logits, row["mac_density"] = _engine_pass(plan, raw)
+        logits, row["mac_density"], row["executed_mac_density"] = _engine_pass(plan, raw)
         row.update(_compare(np.concatenate(logits), ref_all))
         log(f"{row['variant']} @ {row['target']}: agreement {row['top1_agreement']:.4f}, logit RMSE {row['logit_rmse']:.3f}, "
-            f"MAC density {row['mac_density']:.4f}")
+            f"MAC density {row['mac_density']:.4f} (executed {row['executed_mac_density']:.4f})")
 
     per_frame = deltanet.per_frame_model(teacher_clip)
     rep = np.concatenate([f.frames for f in calib])
@@ -192,11 +202,11 @@ def run(args, log=lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = ["| variant | target | MAC density | top-1 agreement | logit RMSE | engine ms | TFLite fp32 ms | TFLite int8 ms | vs fp32 | vs int8 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| variant | target | MAC density | executed MAC density | top-1 agreement | logit RMSE | engine ms | TFLite fp32 ms | TFLite int8 ms | vs fp32 | vs int8 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in r["rows"]:
         t = "-" if row["target"] is None else f"{row['target']:g}"
-        lines.append(f"| {row['variant']} | {t} | {row['mac_density']:.3f} | {row['top1_agreement']:.3f} | {row['logit_rmse']:.3f} | "
+        lines.append(f"| {row['variant']} | {t} | {row['mac_density']:.3f} | {row['executed_mac_density']:.3f} | {row['top1_agreement']:.3f} | {row['logit_rmse']:.3f} | "
                      f"{row['engine_ms']:.3f} | {row['tflite_fp32_ms']:.3f} | {row['tflite_int8_ms']:.3f} | "
                      f"{row['speedup_vs_tflite_fp32']:.2f}x | {row['speedup_vs_tflite_int8']:.2f}x |")
     q = r["tflite_int8"]

@@ -207,7 +207,7 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     from streaming.convert import ConversionError, to_plan
     from streaming.engine import DeltaEngine
     from streaming.model_io import apply_motion
-    from streaming.tuning import save_tuning, tune_fallback, tuning_record
+    from streaming.tuning import save_tuning, tune_dense_parallel, tune_fallback, tuning_record
     from streaming.tuning import tune as tune_engine
 
     try:
@@ -242,15 +242,18 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     delta = DeltaEngine(plan, granularity="element" if granularity == "auto" else granularity, threads=threads, fallback=fallback)
     if granularity == "auto":
         tune_engine(delta, tune)
-    elif fallback:
-        delta.breakeven = tune_fallback(delta)
+    else:
+        delta.dense_parallel = tune_dense_parallel(delta)
+        if fallback:
+            delta.breakeven = tune_fallback(delta)
     gran = delta.granularity
     log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
     if save_tuning_to:
         log(f"tuning saved: {save_tuning(tuning_record(delta, len(tune)), save_tuning_to)}")
     breakeven = {k: (None if not np.isfinite(v) else float(v)) for k, v in delta.breakeven.items()} if fallback else None  # None: never
     delta = apply_motion(delta, motion, model)  # --motion global: streaming.canvas (the profile below is the plain engine's)
-    dense = DeltaEngine(plan, mode="dense", threads=threads)
+    dense = DeltaEngine(plan, mode="dense", threads=threads, dense_parallel=delta.dense_parallel)  # the same dense kernels
+    log(f"dense kernels in parallel row blocks: {sum(delta.dense_parallel.values())} of {len(gran)} MAC layers")
     delta_stats = []
     engines = (delta, dense, delta_stats)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:

@@ -48,6 +48,14 @@ KERNEL_CHOICES = GRANULARITIES + tuple(g + "-parallel" for g in GRANULARITIES)
 _KERNEL_CODE = {"element": ip.KERNEL_ELEMENT, "pixel": ip.KERNEL_PIXEL,
                 "element-parallel": ip.KERNEL_ELEMENT_PARALLEL, "pixel-parallel": ip.KERNEL_PIXEL_PARALLEL}  # fmt: skip
 
+#: untuned default of ``DeltaEngine(dense_parallel=)``: with threads > 1, a MAC layer's dense kernel
+#: runs in parallel row blocks from this many dense MACs on (``streaming.tuning.tune_dense_parallel``
+#: measures the choice per layer). Measured 2026-12-03 on the 2-core AVX-512 machine, 2 threads
+#: (``scripts/dense_kernels.py``): 1.46-1.96x faster in parallel for every layer shape tried, from a
+#: 0.34-MMAC depthwise layer of the default model to ResNet-18's 116-MMAC convolutions; smaller
+#: layers were not measured and stay serial (opening a parallel region costs microseconds).
+DENSE_PARALLEL_MACS = 200_000
+
 
 @dataclass
 class FrameStats:
@@ -129,6 +137,10 @@ class DeltaEngine:
         fallback: in a delta frame, run a MAC layer's dense kernel instead of its delta kernel
             when its delta is at least as dense as its break-even (``breakeven``), so a scene
             cut or a camera pan costs about a dense frame, not more. Defaults to True.
+        dense_parallel: ``{MAC layer name: bool}``: whether that layer's dense kernel (keyframes,
+            dense mode, the fallback) splits its output rows among the threads (only with
+            threads > 1; the serial values up to float32 rounding). Unlisted layers: parallel from
+            ``DENSE_PARALLEL_MACS`` dense MACs on; ``streaming.tuning.tune_dense_parallel`` measures it.
         breakeven: ``{MAC layer name: delta fraction}`` at and above which that layer falls
             back (``ops.interpreter.delta_fraction``: non-zero elements for element-wise
             kernels, active pixels for pixel-wise and depthwise ones). Measure it with
@@ -155,6 +167,7 @@ class DeltaEngine:
         worker_stats: bool = False,
         fallback: bool = True,
         breakeven: dict | None = None,
+        dense_parallel: dict | None = None,
         _weights: Weights | None = None,
     ):
         if mode not in ("delta", "dense"):
@@ -189,7 +202,9 @@ class DeltaEngine:
         self.dense_macs = np.array([m.dense_macs for m in layers], np.int64)
         self.input_elements = np.array([m.input_elements for m in layers], np.int64)
         self._kernels = np.zeros(len(layers), np.int64)
+        self._dense_par = self.dense_macs >= DENSE_PARALLEL_MACS
         self.granularity = granularity
+        self.dense_parallel = dense_parallel or {}
         self.fallback = bool(fallback)
         self._fallback_at = np.ones(len(layers), np.float64)
         self.breakeven = breakeven or {}
@@ -237,7 +252,7 @@ class DeltaEngine:
         """
         kwargs = dict(mode=self.mode, granularity=self.granularity, threads=self.threads, keyframe_interval=self.keyframe_interval,
                       profile=self.profile, worker_stats=self.worker_stats, fallback=self.fallback,
-                      breakeven=self.breakeven)  # fmt: skip
+                      breakeven=self.breakeven, dense_parallel=self.dense_parallel)  # fmt: skip
         kwargs.update(overrides)
         return DeltaEngine(self.plan, _weights=self.program.weights, **kwargs)
 
@@ -258,11 +273,31 @@ class DeltaEngine:
         if bad:
             raise ValueError(f"granularity must be one of {KERNEL_CHOICES} (or a dict of them), got {sorted(bad)}")
         self._granularity = {n: granularity.get(n, "element") for n in self.layer_names}
+        self._set_kernels()
+
+    @property
+    def dense_parallel(self) -> dict[str, bool]:
+        """Per MAC layer, whether its dense kernel runs in parallel row blocks (only with threads > 1);
+        assignable (a dict of some layers: the others keep theirs), takes effect at the next frame."""
+        return {n: bool(v) and self.parallel for n, v in zip(self.layer_names, self._dense_par)}
+
+    @dense_parallel.setter
+    def dense_parallel(self, dense_parallel: dict) -> None:
+        unknown = set(dense_parallel) - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"dense_parallel names unknown MAC layers: {sorted(unknown)}")
+        for i, n in enumerate(self.layer_names):
+            if n in dense_parallel:
+                self._dense_par[i] = bool(dense_parallel[n])
+        self._set_kernels()
+
+    def _set_kernels(self) -> None:
+        """The interpreter's per-layer kernel codes from the granularity and dense-parallel choices."""
         for i, n in enumerate(self.layer_names):
             choice = self._granularity[n]
             if not self.parallel:
                 choice = choice.split("-")[0]
-            self._kernels[i] = _KERNEL_CODE[choice]
+            self._kernels[i] = _KERNEL_CODE[choice] + (ip.KERNEL_DENSE_PARALLEL if self.parallel and self._dense_par[i] else 0)
 
     @property
     def breakeven(self) -> dict[str, float]:

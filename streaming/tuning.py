@@ -108,14 +108,32 @@ def tune_fallback(engine: DeltaEngine, densities=FALLBACK_DENSITIES, reps: int =
     return out
 
 
+def tune_dense_parallel(engine: DeltaEngine, reps: int = 7) -> dict[str, bool]:
+    """``{mac layer name: bool}``: whether each layer's dense kernel is faster split among the
+    threads (the fastest of ``reps`` runs each way). All False for a single-threaded engine.
+    Runs on a clone; ``engine`` is not touched (assign with ``engine.dense_parallel = ...``)."""
+    if not engine.parallel:
+        return {n: False for n in engine.layer_names}
+    names = engine.layer_names
+    ns = {}
+    for par in (False, True):
+        scratch = engine.clone(profile=False, worker_stats=False, dense_parallel={n: par for n in names})
+        for i in range(len(names)):
+            scratch.time_mac_layer(i, None, 1)  # warm the caches
+            ns[par, i] = float(scratch.time_mac_layer(i, None, reps).min())
+    return {n: ns[True, i] < ns[False, i] for i, n in enumerate(names)}
+
+
 #: bumped when the record's meaning changes; older records are refused, not guessed at
 TUNING_VERSION = 1
 
 
 def tune(engine: DeltaEngine, frames: np.ndarray) -> dict:
-    """Measure ``engine``'s kernel choice on ``frames`` and its fallback break-evens, apply both
-    to ``engine``, and return them as a tuning record (:func:`save_tuning`)."""
+    """Measure ``engine``'s kernel choice on ``frames``, its dense kernels' parallelism and its
+    fallback break-evens, apply them to ``engine``, and return them as a tuning record
+    (:func:`save_tuning`)."""
     engine.granularity = tune_granularity(engine.plan, frames, threads=engine.threads)
+    engine.dense_parallel = tune_dense_parallel(engine)  # before the break-evens, which time the dense kernels
     if engine.fallback:
         engine.breakeven = tune_fallback(engine)
     return tuning_record(engine, len(frames))
@@ -129,6 +147,7 @@ def tuning_record(engine: DeltaEngine, tuning_frames: int) -> dict:
         "tuning_frames": int(tuning_frames),
         "granularity": engine.granularity,
         "breakeven": {k: (float(v) if math.isfinite(v) else None) for k, v in engine.breakeven.items()},
+        "dense_parallel": engine.dense_parallel,
     }
 
 
@@ -151,6 +170,9 @@ def apply_tuning(engine: DeltaEngine, tuning: dict) -> None:
             raise TuningMismatch(f"tuning {key} does not match the model's MAC layers (missing {sorted(names - got)[:3]}, "
                              f"unknown {sorted(got - names)[:3]}): it was measured for another model")  # fmt: skip
     engine.granularity = dict(tuning["granularity"])
+    # records written before dense kernels could run in parallel measured their break-evens
+    # against the serial dense kernels: keep those
+    engine.dense_parallel = {n: bool((tuning.get("dense_parallel") or {}).get(n, False)) for n in engine.layer_names}
     engine.breakeven = {k: (math.inf if v is None else float(v)) for k, v in tuning["breakeven"].items()}
 
 

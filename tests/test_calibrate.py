@@ -171,7 +171,7 @@ def tiny_baseline():
     return deltanet.build_model(4, arch="tiny", size=32, baseline=True, info={"frames": 6, "stride": 1})
 
 
-@pytest.mark.parametrize("method", ["uniform", "wina", "chess", "teal"])
+@pytest.mark.parametrize("method", ["uniform", "wina", "chess", "teal", "teal-w"])
 def test_calibration_reaches_target_on_held_out_clips(tiny_baseline, method):
     calib = _moving_clips(12, seed=1)
     held_out = _moving_clips(12, seed=2)
@@ -179,21 +179,25 @@ def test_calibration_reaches_target_on_held_out_clips(tiny_baseline, method):
     exact = measure_model(model, [held_out])["mac_density"]
     target = 0.3
     assert exact > target + 0.1
-    kw = dict(levels=cal.TEAL_LEVELS[::2]) if method == "teal" else {}
-    res = cal.calibrate(model, [calib[:6], calib[6:]], target, method, max_dense=2, **kw)
+    kw = dict(levels=cal.TEAL_LEVELS[::2]) if method.startswith("teal") else {}
+    if method == "teal-w":  # TEAL's allocation, thresholds shaped per channel by the weights
+        method, kw["teal_channels"] = "teal", "weights"
+    # sweep_clips=3 < the first batch: the sweeps run on exactly 3 clips, the rest on all 12
+    res = cal.calibrate(model, [calib[:6], calib[6:]], target, method, max_dense=2, sweep_clips=3, **kw)
     assert abs(res.mac_density - target) <= 0.002  # on the calibration clips
+    assert res.sweep_clips == 3
     measured = measure_model(model, [held_out])
     assert abs(measured["mac_density"] - target) <= 0.02, measured["mac_density"]
     # the thresholds are the layers' weights, per channel, and they shape the density
     thr = cal.get_thresholds(model)
     assert set(thr) == {s.name for s in cal.delta_sites(model)} and all(v.shape == (v.size,) for v in thr.values())
     per_channel = any(np.ptp(v) > 0 for v in thr.values())
-    assert per_channel == (method in ("chess", "wina"))  # CHESS/WINA shape the thresholds by the weights
+    assert per_channel == (method in ("chess", "wina") or "teal_channels" in kw)  # shaped by the weights
     assert res.mse > 0 and 0.0 <= res.top1_agreement <= 1.0
     if method == "chess":
         assert res.candidates and all(np.all(thr[n] == 0) for n in res.dense_layers)
-    if method == "teal":  # one threshold per layer, allocated per layer
-        assert len({float(v[0]) for v in thr.values()}) > 2
+    if method == "teal":  # allocated per layer
+        assert len({float(v.max()) for v in thr.values()}) > 2
     # the source model is untouched: the delta layers live in the new model only
     assert not cal.delta_sites(tiny_baseline)
     assert {id(w) for w in tiny_baseline.trainable_weights} == {id(w) for w in model.trainable_weights}  # shared
@@ -204,6 +208,8 @@ def test_calibrate_rejects_bad_requests(tiny_baseline):
     clips = _moving_clips(4, seed=5)
     with pytest.raises(ValueError, match="method"):
         cal.calibrate(model, [clips], 0.3, "magic")
+    with pytest.raises(ValueError, match="teal_channels"):
+        cal.calibrate(model, [clips], 0.3, "teal", teal_channels="magic")
     with pytest.raises(ValueError, match="target_density"):
         cal.calibrate(model, [clips], 1.2, "uniform")
     static = np.repeat(clips[:, :1], 6, axis=1)  # no motion: exact deltas are already all zero

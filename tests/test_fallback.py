@@ -157,3 +157,48 @@ def test_dense_kernels_match_the_reference(kind, k, stride, padding, m):
     col = np.zeros(oh * ow * k * k * 6, np.float32)
     _conv_dense(x, w, stride, pt, pl, bias, acc, col, kind == "depthwise", kind == "conv" and k == 1)
     np.testing.assert_allclose(acc, want + bias, rtol=1e-5, atol=1e-5)
+    # the parallel row-block kernel: the same products, for any number of blocks (BLAS may block a
+    # shorter matrix differently: float32 rounding apart)
+    from ops.dense import _conv_dense_par
+
+    for blocks in (1, 2, 3, oh + 5):
+        par = np.full(want.shape, np.nan, np.float32)
+        _conv_dense_par(x, w, stride, pt, pl, bias, par, np.zeros_like(col), kind == "depthwise", kind == "conv" and k == 1, blocks)
+        np.testing.assert_allclose(par, acc, rtol=1e-6, atol=1e-6)
+
+
+def test_parallel_dense_kernels_give_the_same_stream(plans):
+    """Dense kernels split into row blocks among 2 threads (keyframes, dense mode, the fallback) compute
+    what the serial ones do (within float32 rounding: BLAS may block a shorter matrix differently); the choice is per layer, checked, kept by clone() and
+    measured by tune_dense_parallel without touching the engine."""
+    from streaming.tuning import apply_tuning, tune_dense_parallel, tuning_record
+
+    plan = plans["exact"]
+    frames = _cut_stream()
+    names = DeltaEngine(plan).layer_names
+    for mode in ("delta", "dense"):
+        got = {}
+        for par in (False, True):
+            engine = DeltaEngine(plan, mode=mode, threads=2, breakeven={n: 1e-9 for n in names},
+                                 dense_parallel={n: par for n in names})  # fmt: skip
+            assert set(engine.dense_parallel.values()) == {par}
+            got[par], stats = engine.run(frames)
+            if mode == "delta":
+                assert all(s.fallback_layers[s.nonzero_deltas > 0].all() for s in stats[1:])
+        assert _rel_err(got[True], got[False]) <= TOL, _rel_err(got[True], got[False])
+    engine = DeltaEngine(plan, threads=2)
+    first, _ = engine.run(frames[:5])
+    choice = tune_dense_parallel(engine, reps=2)
+    rest, _ = engine.run(frames[5:])
+    np.testing.assert_array_equal(np.concatenate([first, rest]), DeltaEngine(plan, threads=2).run(frames)[0])
+    assert set(choice) == set(names) and all(isinstance(v, bool) for v in choice.values())
+    engine.dense_parallel = {names[0]: True}
+    assert engine.dense_parallel[names[0]] and engine.clone().dense_parallel == engine.dense_parallel
+    with pytest.raises(ValueError, match="unknown MAC layers"):
+        engine.dense_parallel = {"nope": True}
+    assert not any(DeltaEngine(plan, threads=1, dense_parallel={n: True for n in names}).dense_parallel.values())
+    record = tuning_record(engine, 5)
+    assert record["dense_parallel"] == engine.dense_parallel
+    del record["dense_parallel"]  # a record saved before dense kernels ran in parallel: serial, as it was measured
+    apply_tuning(engine, record)
+    assert not any(engine.dense_parallel.values())
