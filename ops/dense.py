@@ -60,8 +60,27 @@ def _depthwise_dense_rows(x, w, stride, pad_top, pad_left, out, oy0, oy1):
     kh, kw, _, m = w.shape
     out_h, out_w, cm = out.shape
     w2 = w.reshape((kh, kw, cm))
+    three = kh == 3 and kw == 3 and m == 1
     for oy in range(oy0, oy1):
+        iy0 = oy * stride - pad_top
+        rows_inside = iy0 >= 0 and iy0 + 3 <= in_h
         for ox in range(out_w):
+            ix0 = ox * stride - pad_left
+            if three and rows_inside and ix0 >= 0 and ix0 + 3 <= in_w:
+                # the common case (3x3, all taps inside): the nine taps of a channel summed in a
+                # register in row-major order, one store; the loop over channels vectorizes
+                for k in range(c):
+                    v = x[iy0, ix0, k] * w2[0, 0, k]
+                    v += x[iy0, ix0 + 1, k] * w2[0, 1, k]
+                    v += x[iy0, ix0 + 2, k] * w2[0, 2, k]
+                    v += x[iy0 + 1, ix0, k] * w2[1, 0, k]
+                    v += x[iy0 + 1, ix0 + 1, k] * w2[1, 1, k]
+                    v += x[iy0 + 1, ix0 + 2, k] * w2[1, 2, k]
+                    v += x[iy0 + 2, ix0, k] * w2[2, 0, k]
+                    v += x[iy0 + 2, ix0 + 1, k] * w2[2, 1, k]
+                    v += x[iy0 + 2, ix0 + 2, k] * w2[2, 2, k]
+                    out[oy, ox, k] = v
+                continue
             for k in range(cm):
                 out[oy, ox, k] = 0.0
             for ky in range(kh):

@@ -301,30 +301,38 @@ def _pool_touch(pixels, n, in_w, kh, kw, stride, pad_top, pad_left, out_h, out_w
 
 @njit_exact
 def _pool_pixels(src, dst, in_h, in_w, kh, kw, stride, pad_top, pad_left, out_w, is_max, outputs, n):
-    """Recompute average/max pooling at the listed output pixels (Keras: average ignores padding)."""
+    """Recompute average/max pooling at the listed output pixels (Keras: average ignores padding).
+
+    Per output pixel the taps are visited in row-major order with the channels innermost
+    (contiguous: the loop vectorizes), accumulating in the output row itself."""
     c = src.shape[1]
+    start = np.float32(-np.inf) if is_max else np.float32(0.0)
     for i in range(n):
         q = outputs[i]
         oy = q // out_w
         ox = q - oy * out_w
         for k in range(c):
-            acc = np.float32(-np.inf) if is_max else np.float32(0.0)
-            cnt = 0
-            for ky in range(kh):
-                iy = oy * stride + ky - pad_top
-                if iy < 0 or iy >= in_h:
+            dst[q, k] = start
+        cnt = 0
+        for ky in range(kh):
+            iy = oy * stride + ky - pad_top
+            if iy < 0 or iy >= in_h:
+                continue
+            for kx in range(kw):
+                ix = ox * stride + kx - pad_left
+                if ix < 0 or ix >= in_w:
                     continue
-                for kx in range(kw):
-                    ix = ox * stride + kx - pad_left
-                    if ix < 0 or ix >= in_w:
-                        continue
-                    v = src[iy * in_w + ix, k]
-                    if is_max:
-                        acc = max(acc, v)
-                    else:
-                        acc += v
-                    cnt += 1
-            dst[q, k] = acc if is_max else acc / np.float32(cnt)
+                p = iy * in_w + ix
+                if is_max:
+                    for k in range(c):
+                        dst[q, k] = max(dst[q, k], src[p, k])
+                else:
+                    for k in range(c):
+                        dst[q, k] += src[p, k]
+                cnt += 1
+        if not is_max:
+            for k in range(c):
+                dst[q, k] = dst[q, k] / np.float32(cnt)
 
 
 @njit_exact
