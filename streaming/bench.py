@@ -247,6 +247,9 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
         if fallback:
             delta.breakeven = tune_fallback(delta)
     gran = delta.granularity
+    if delta.tuning_check:
+        log("whole-frame check on the tuning frames (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in delta.tuning_check["ms_per_frame"].items())
+            + f"; kept: {delta.tuning_check['kept']}")
     log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
     if save_tuning_to:
         log(f"tuning saved: {save_tuning(tuning_record(delta, len(tune)), save_tuning_to)}")
@@ -322,6 +325,7 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
         "threads": threads,
         "input_shape": list(shape),
         "motion": motion,  # "global": the delta engine's figures are the compensated run's
+        "tuning_check": delta.tuning_check,  # whole-frame ms of each tuned setting on the tuning frames, the one kept
         "fallback": {"on": fallback, "breakeven": breakeven,
                      "frames_with_fallback": int(sum(s.fallback_layers is not None and bool(np.any(s.fallback_layers)) for s in later))},
         "mac_density": mac_density,

@@ -195,6 +195,7 @@ class DeltaEngine:
         self.parallel = threads is not None and threads > 1 and ops_config.PARALLEL
         self.input_shape = tuple(plan.input_shape)
         self.info = dict(plan.info)
+        self.tuning_check = None  # streaming.tuning.check_tuning: whole-frame ms of each setting tried, the one kept
         self.class_names = list(self.info.get("class_names") or [])
         self.program = lower(plan, dense_mode=mode == "dense", weights=_weights, blocks=self.threads or ops_config.PAR_BLOCKS)
         layers = self.program.mac_layers

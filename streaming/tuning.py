@@ -136,7 +136,42 @@ def tune(engine: DeltaEngine, frames: np.ndarray) -> dict:
     engine.dense_parallel = tune_dense_parallel(engine)  # before the break-evens, which time the dense kernels
     if engine.fallback:
         engine.breakeven = tune_fallback(engine)
+    check_tuning(engine, frames)
     return tuning_record(engine, len(frames))
+
+
+def frame_ms(engine: DeltaEngine, frames: np.ndarray, repeats: int = 2) -> float:
+    """Median milliseconds per delta frame of ``engine`` on ``frames`` (from a reset; the keyframe
+    not counted), on a clone: ``engine``'s stream is not touched."""
+    scratch = engine.clone(profile=False, worker_stats=False)
+    scratch.warmup()
+    times = []
+    for _ in range(repeats):
+        scratch.reset()
+        for f in frames:
+            _, st = scratch.step(f)
+            if not st.keyframe:
+                times.append(st.total_ms)
+    return float(np.median(times))
+
+
+def check_tuning(engine: DeltaEngine, frames: np.ndarray) -> dict:
+    """The per-layer choices are measured layer by layer (break-evens on synthetic deltas), so the
+    whole frame is checked too: ``engine`` as tuned, without the fallback, and with the untuned
+    kernels (element-wise, no fallback) each run ``frames``; the fastest setting is kept (assigned
+    to ``engine``). Returns ``{setting: ms per frame}``."""
+    tuned = dict(granularity=engine.granularity, breakeven=engine.breakeven)
+    never = {n: math.inf for n in engine.layer_names}
+    settings = {"tuned": tuned, "tuned, no fallback": dict(granularity=tuned["granularity"], breakeven=never),
+                "element-wise, no fallback": dict(granularity="element", breakeven=never)}
+    ms = {}
+    for name, setting in settings.items():
+        engine.granularity, engine.breakeven = setting["granularity"], setting["breakeven"]
+        ms[name] = frame_ms(engine, frames)
+    best = min(ms, key=ms.get)
+    engine.granularity, engine.breakeven = settings[best]["granularity"], settings[best]["breakeven"]
+    engine.tuning_check = {"ms_per_frame": ms, "kept": best}
+    return ms
 
 
 def tuning_record(engine: DeltaEngine, tuning_frames: int) -> dict:
@@ -148,6 +183,7 @@ def tuning_record(engine: DeltaEngine, tuning_frames: int) -> dict:
         "granularity": engine.granularity,
         "breakeven": {k: (float(v) if math.isfinite(v) else None) for k, v in engine.breakeven.items()},
         "dense_parallel": engine.dense_parallel,
+        "check": engine.tuning_check,  # check_tuning: whole-frame ms of each setting, the one kept
     }
 
 

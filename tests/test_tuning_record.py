@@ -53,6 +53,15 @@ def test_tune_cli_writes_beside_the_model_and_report_loads_it(assets, tmp_path):
     assert record["threads"] == 1 and record["tuning_frames"] == 8 and record["source"] == str(assets.video)
     for v in record["breakeven"].values():  # measured crossovers (None: the delta kernel never lost)
         assert v is None or 0 < v <= 1.0 + 1e-9, v
+    # the whole-frame check: three settings timed, the fastest kept, and the record is that one
+    check = record["check"]
+    assert set(check["ms_per_frame"]) == {"tuned", "tuned, no fallback", "element-wise, no fallback"}
+    assert all(ms > 0 for ms in check["ms_per_frame"].values())
+    assert check["ms_per_frame"][check["kept"]] == min(check["ms_per_frame"].values())
+    if check["kept"] != "tuned":
+        assert all(v is None for v in record["breakeven"].values())
+    if check["kept"] == "element-wise, no fallback":
+        assert set(record["granularity"].values()) == {"element"}
     apply_tuning(engine, record)
     assert engine.granularity == record["granularity"]
     assert {k: (None if math.isinf(v) else v) for k, v in engine.breakeven.items()} == record["breakeven"]
