@@ -39,15 +39,21 @@ def measure_layer_ms(engine: DeltaEngine, frames: np.ndarray, granularity: str, 
     if not engine.profile:
         raise ValueError("measure_layer_ms needs an engine built with profile=True")
     engine.granularity = granularity
+    return np.median(np.stack([s.layer_ms for s in _delta_frames(engine, frames, repeats)]), axis=0)
+
+
+def _delta_frames(engine: DeltaEngine, frames: np.ndarray, repeats: int) -> list:
+    """``FrameStats`` of the delta frames of ``repeats`` passes over ``frames``, each from a reset,
+    after a warm-up (``engine``'s stream is restarted)."""
     engine.warmup()
-    per_frame = []
+    stats = []
     for _ in range(repeats):
         engine.reset()
         for f in frames:
             _, s = engine.step(f)
             if not s.keyframe:
-                per_frame.append(s.layer_ms)
-    return np.median(np.stack(per_frame), axis=0)
+                stats.append(s)
+    return stats
 
 
 def tune_granularity(plan: Plan, frames: np.ndarray, threads: int | None = None) -> dict[str, str]:
@@ -144,15 +150,7 @@ def frame_ms(engine: DeltaEngine, frames: np.ndarray, repeats: int = 2) -> float
     """Median milliseconds per delta frame of ``engine`` on ``frames`` (from a reset; the keyframe
     not counted), on a clone: ``engine``'s stream is not touched."""
     scratch = engine.clone(profile=False, worker_stats=False)
-    scratch.warmup()
-    times = []
-    for _ in range(repeats):
-        scratch.reset()
-        for f in frames:
-            _, st = scratch.step(f)
-            if not st.keyframe:
-                times.append(st.total_ms)
-    return float(np.median(times))
+    return float(np.median([s.total_ms for s in _delta_frames(scratch, frames, repeats)]))
 
 
 def check_tuning(engine: DeltaEngine, frames: np.ndarray) -> dict:
