@@ -155,13 +155,16 @@ def frame_ms(engine: DeltaEngine, frames: np.ndarray, repeats: int = 2) -> float
 
 def check_tuning(engine: DeltaEngine, frames: np.ndarray) -> dict:
     """The per-layer choices are measured layer by layer (break-evens on synthetic deltas), so the
-    whole frame is checked too: ``engine`` as tuned, without the fallback, and with the untuned
-    kernels (element-wise, no fallback) each run ``frames``; the fastest setting is kept (assigned
-    to ``engine``). Returns ``{setting: ms per frame}``."""
+    whole frame is checked too: ``engine`` as tuned, without the fallback, with the untuned
+    kernels (element-wise, no fallback) and, if the fallback is on, with every layer falling back
+    whenever it receives a delta, each run ``frames``; the fastest setting is kept (assigned to
+    ``engine``). Returns ``{setting: ms per frame}``."""
     tuned = dict(granularity=engine.granularity, breakeven=engine.breakeven)
     never = {n: math.inf for n in engine.layer_names}
     settings = {"tuned": tuned, "tuned, no fallback": dict(granularity=tuned["granularity"], breakeven=never),
                 "element-wise, no fallback": dict(granularity="element", breakeven=never)}
+    if engine.fallback:  # every layer that receives a delta runs dense: the closest a delta stream gets to dense mode
+        settings["every layer dense"] = dict(granularity=tuned["granularity"], breakeven={n: 1e-9 for n in engine.layer_names})
     ms = {}
     for name, setting in settings.items():
         engine.granularity, engine.breakeven = setting["granularity"], setting["breakeven"]

@@ -55,11 +55,13 @@ def test_tune_cli_writes_beside_the_model_and_report_loads_it(assets, tmp_path):
         assert v is None or 0 < v <= 1.0 + 1e-9, v
     # the whole-frame check: three settings timed, the fastest kept, and the record is that one
     check = record["check"]
-    assert set(check["ms_per_frame"]) == {"tuned", "tuned, no fallback", "element-wise, no fallback"}
+    assert set(check["ms_per_frame"]) == {"tuned", "tuned, no fallback", "element-wise, no fallback", "every layer dense"}
     assert all(ms > 0 for ms in check["ms_per_frame"].values())
     assert check["ms_per_frame"][check["kept"]] == min(check["ms_per_frame"].values())
-    if check["kept"] != "tuned":
+    if check["kept"] in ("tuned, no fallback", "element-wise, no fallback"):
         assert all(v is None for v in record["breakeven"].values())
+    if check["kept"] == "every layer dense":
+        assert all(v == 1e-9 for v in record["breakeven"].values())
     if check["kept"] == "element-wise, no fallback":
         assert set(record["granularity"].values()) == {"element"}
     apply_tuning(engine, record)
