@@ -174,6 +174,7 @@ def run(cfg: DistillConfig, *, resume: bool = False, log=_log) -> dict:
     import keras
 
     from deltanet.pretrained import load_frame_model, prepare_frame_model
+    from deltanet.tf_workarounds import check_training
     from streaming.preprocess import Crop
     from training import distill_steps as steps
     from training.footage import load_footage, split_by_file
@@ -184,6 +185,10 @@ def run(cfg: DistillConfig, *, resume: bool = False, log=_log) -> dict:
         frame_model, info = load_frame_model(cfg.model)
         teacher = prepare_frame_model(frame_model, rescale=tuple(cfg.rescale) if cfg.rescale else None)
     except ValueError as e:
+        raise CliError(f"--model: {e}") from e
+    try:
+        check_training(teacher)
+    except RuntimeError as e:
         raise CliError(f"--model: {e}") from e
     shape = tuple(int(s) for s in teacher.input.shape[1:])
     if len(shape) != 3 or None in shape:

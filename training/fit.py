@@ -156,9 +156,15 @@ def arch_is_application(cfg: FitConfig) -> bool:
 def arch_frame_model(cfg: FitConfig):
     """``--arch PATH``: the pretrained per-frame model, ready for deltafy (``deltanet.pretrained``)."""
     from deltanet.pretrained import load_frame_model, prepare_frame_model
+    from deltanet.tf_workarounds import check_training
 
     frame_model, _ = load_frame_model(cfg.arch)
-    return prepare_frame_model(frame_model, rescale=tuple(cfg.rescale) if cfg.rescale else None)
+    frame_model = prepare_frame_model(frame_model, rescale=tuple(cfg.rescale) if cfg.rescale else None)
+    try:
+        check_training(frame_model)
+    except RuntimeError as e:
+        raise CliError(f"--arch: {e}") from e
+    return frame_model
 
 
 def gray_clips(x, y):
