@@ -4,7 +4,8 @@ For a pretrained clip model (``scripts/fer_model.py`` output, or any ``pretraine
 and held-out videos, measures at matched MAC densities:
 
 * ``no calibration``: one uniform threshold for every delta layer (solved for the density);
-* ``TEAL``, ``CHESS``: training-free calibration (``deltanet.calibrate``);
+* ``TEAL``, ``TEAL-w`` (TEAL's allocation, thresholds shaped per channel by the weights), ``CHESS``:
+  training-free calibration (``deltanet.calibrate``);
 * each ``--distilled NAME=PATH`` model (``training.distill``), its thresholds scaled by one factor
   to the density (``deltanet.calibrate.match_density``).
 
@@ -224,6 +225,9 @@ def main(argv=None) -> int:
                 raise ValueError
     except ValueError:
         return fail(parser.prog, f"--target-density: expected numbers in (0, 1), got {args.target_density!r}")
+    unknown = [m for m in args.methods.split(",") if m and m not in METHODS]
+    if unknown:
+        return fail(parser.prog, f"--methods: unknown variant {unknown[0]!r}; choose from {','.join(METHODS)}")
     missing = [p for p in [args.teacher, *args.videos, *args.calib_videos, *(d.partition("=")[2] for d in args.distilled)] if not Path(p).exists()]
     if missing:
         return fail(parser.prog, f"no such file: {missing[0]}")

@@ -51,9 +51,10 @@ _KERNEL_CODE = {"element": ip.KERNEL_ELEMENT, "pixel": ip.KERNEL_PIXEL,
 #: untuned default of ``DeltaEngine(dense_parallel=)``: with threads > 1, a MAC layer's dense kernel
 #: runs in parallel row blocks from this many dense MACs on (``streaming.tuning.tune_dense_parallel``
 #: measures the choice per layer). Measured 2026-12-03 on the 2-core AVX-512 machine, 2 threads
-#: (``scripts/dense_kernels.py``): 1.46-1.96x faster in parallel for every layer shape tried, from a
-#: 0.34-MMAC depthwise layer of the default model to ResNet-18's 116-MMAC convolutions; smaller
-#: layers were not measured and stay serial (opening a parallel region costs microseconds).
+#: (``scripts/dense_kernels.py``, layer shapes from a 0.34-MMAC depthwise layer of the default model
+#: to ResNet-18's 116-MMAC convolutions): parallel 1.46-1.96x faster in one run, 1.00-2.08x in the
+#: next (never slower beyond that noise); smaller layers were not measured and stay serial
+#: (opening a parallel region costs microseconds).
 DENSE_PARALLEL_MACS = 200_000
 
 
