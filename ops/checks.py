@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 #: the delta MAC kernels' granularities (element-wise scatter, pixel-wise block product)
-GRANULARITIES = ("element", "pixel")
+GRANULARITIES = ("element", "pixel", "patch")
 
 
 def _check_array(name, a, dtype, ndim=None, shape=None, writeable=False):
@@ -55,7 +55,7 @@ def _check_pixel_list(name, idx, n, n_pixels):
 
 def _check_granularity(granularity):
     if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be 'element' or 'pixel', got {granularity!r}")
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
 def _check_sparse_input(active, n_active, rows, n_pixels, cin):

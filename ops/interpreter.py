@@ -37,7 +37,7 @@ import numpy as np
 
 from ops.clock import now_ns
 from ops.config import njit_exact
-from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_pix, _conv2d_pix_par
+from ops.conv import _conv2d_elem, _conv2d_elem_par, _conv2d_patch, _conv2d_patch_par, _conv2d_pix, _conv2d_pix_par
 from ops.dense import _conv_dense, _conv_dense_par
 from ops.depthwise import _depthwise, _depthwise_par
 from ops.elementwise import (
@@ -74,10 +74,13 @@ ENC_THRESHOLD, ENC_QUANTIZE, ENC_IDENTITY = range(3)
 #           (depthwise: the multiplier M), A0+7 stride, A0+8 pad_top, A0+9 pad_left,
 #           A0+10 the encoder step, A0+11 MAC layer index, A0+12 dense MACs, A0+13 input elements
 MAC_CONV, MAC_POINTWISE, MAC_DEPTHWISE = range(3)
-# per-frame kernel choice of a MAC layer (``kernels``): granularity + 2 * parallel (+ KERNEL_DENSE_PARALLEL)
-KERNEL_ELEMENT, KERNEL_PIXEL, KERNEL_ELEMENT_PARALLEL, KERNEL_PIXEL_PARALLEL = range(4)
+# per-frame kernel choice of a MAC layer (``kernels``): granularity + KERNEL_PARALLEL * parallel
+# (+ KERNEL_DENSE_PARALLEL). Patch-wise applies to Conv2D; a pointwise layer runs it as pixel-wise.
+KERNEL_ELEMENT, KERNEL_PIXEL, KERNEL_PATCH = range(3)
+KERNEL_PARALLEL = 3
+KERNEL_ELEMENT_PARALLEL, KERNEL_PIXEL_PARALLEL, KERNEL_PATCH_PARALLEL = range(3, 6)
 # added to a layer's code: its dense kernel (keyframes, dense mode, the fallback) runs in parallel row blocks
-KERNEL_DENSE_PARALLEL = 4
+KERNEL_DENSE_PARALLEL = 8
 # activation: A0 code (ops.elementwise.ACTIVATIONS), params[s, :3]
 # affine:   A0 scale (wbuf), A0+1 offset (wbuf)
 # merge:    A0 kind (ops.elementwise.MERGES), A0+1 divide the result by the input count (Average)
@@ -91,9 +94,10 @@ NT = 5
 
 # shared scratch (offsets): iota (ibuf), union target (ibuf), dedup marks (ubuf), the
 # element-wise kernels' non-zero lists (ibuf, X_NZ_ROWS rows), pixel-wise gather and product
-# (fbuf), im2col columns (fbuf)
-X_IOTA, X_UNION, X_MARK, X_NZ, X_NZ_ROWS, X_GATHER, X_PROD, X_COL = range(8)
-NX = 8
+# (fbuf), im2col columns (fbuf; also the patch-wise kernel's), the patch-wise kernel's map of
+# an input pixel to 1 + its delta row (ibuf; zero between uses)
+X_IOTA, X_UNION, X_MARK, X_NZ, X_NZ_ROWS, X_GATHER, X_PROD, X_COL, X_ROWOF = range(9)
+NX = 9
 
 
 @njit_exact(inline="always")
@@ -108,10 +112,15 @@ def _vec(buf, off, n):
 
 
 @njit_exact
-def _mac_sparse(kind, choice, act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf, gather, prod):
+def _mac_sparse(kind, choice, act, na, rows, ah, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf, gather, prod, rowof, colbuf, prodbuf):
     """One delta MAC step with the chosen kernel; returns ``(n_touched, macs)``."""
-    par = choice >= KERNEL_ELEMENT_PARALLEL
-    pixel = choice == KERNEL_PIXEL or choice == KERNEL_PIXEL_PARALLEL
+    par = choice >= KERNEL_PARALLEL
+    gran = choice % KERNEL_PARALLEL
+    pixel = gran != KERNEL_ELEMENT  # pointwise: patch-wise is pixel-wise
+    if kind == MAC_CONV and gran == KERNEL_PATCH:
+        if par:
+            return _conv2d_patch_par(act, na, rows, ah, aw, w4, stride, pt, pl, acc, touched, mark, rowof, colbuf, prodbuf)
+        return _conv2d_patch(act, na, rows, ah, aw, w4, stride, pt, pl, acc, touched, mark, rowof, colbuf, prodbuf)
     if kind == MAC_DEPTHWISE:
         if par:
             return _depthwise_par(act, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf)
@@ -138,10 +147,11 @@ def _mac_sparse(kind, choice, act, na, rows, aw, w4, stride, pt, pl, acc, touche
 def delta_fraction(steps, kernels, s, n_active, pixels, nnz):
     """How dense MAC step ``s``'s input delta is, in the unit its delta kernel's cost grows with:
     active pixels / pixels for the pixel-wise and depthwise kernels, non-zero elements / input
-    elements for the element-wise ones (``streaming.tuning.tune_fallback`` measures the
+    elements for the element-wise ones (patch-wise: its touched outputs grow with the active
+    pixels; ``streaming.tuning.tune_fallback`` measures the
     break-even in the same unit)."""
-    choice = kernels[steps[s, A0 + 11]] % KERNEL_DENSE_PARALLEL
-    if steps[s, A0] == MAC_DEPTHWISE or choice == KERNEL_PIXEL or choice == KERNEL_PIXEL_PARALLEL:
+    gran = kernels[steps[s, A0 + 11]] % KERNEL_DENSE_PARALLEL % KERNEL_PARALLEL
+    if steps[s, A0] == MAC_DEPTHWISE or gran != KERNEL_ELEMENT:
         return n_active / pixels
     return nnz / steps[s, A0 + 13]
 
@@ -189,7 +199,9 @@ def _mac_step(steps, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, a, choice, la,
     nzbuf = _mat(ibuf, scratch[X_NZ], scratch[X_NZ_ROWS], cin)
     gather = _mat(fbuf, scratch[X_GATHER], ah * aw, cin)
     prod = _mat(fbuf, scratch[X_PROD], ah * aw, oc)
-    return _mac_sparse(kind, choice, la, na, rows, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf, gather, prod)
+    rowof = _vec(ibuf, scratch[X_ROWOF], ah * aw)
+    return _mac_sparse(kind, choice, la, na, rows, ah, aw, w4, stride, pt, pl, acc, touched, mark, nzbuf, gather, prod, rowof,
+                       fbuf[scratch[X_COL] :], fbuf[scratch[X_PROD] :])  # fmt: skip
 
 
 @njit_exact

@@ -149,7 +149,8 @@ def pointwise_delta(
         Same H, W as the input; updated in place.
     touched : ndarray of int32, shape (H*W,)
         Output: ``touched[:n_active] = active[:n_active]``.
-    granularity : {"element", "pixel"}
+    granularity : {"element", "pixel", "patch"}
+        ``"patch"`` is ``"pixel"``: a 1x1 patch is the pixel.
     parallel : bool
     nzbuf : ndarray of int32, shape (B, Cin), optional
         Element-wise scratch (see :func:`nz_scratch`). Allocated if None.

@@ -69,7 +69,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=2, help="threads for every contender (default 2)")
     p.add_argument("--warmup", type=positive_int, default=10, help="warm-up frames per contender, from the tuning segment (default 10)")
     p.add_argument("--block", type=positive_int, default=25, help="frames per interleaved block (default 25)")
-    p.add_argument("--granularity", choices=("element", "pixel", "auto"), default="auto", help="delta MAC granularity (auto: measured per layer; default auto)")
+    p.add_argument("--granularity", choices=("element", "pixel", "patch", "auto"), default="auto", help="delta MAC granularity (auto: measured per layer; default auto)")
     p.add_argument("--skip", default="", help=f"comma-separated contenders to leave out, of {', '.join(SKIPPABLE)} (default none)")
     p.add_argument("--memory", choices=("subprocess", "off"), default="subprocess",
                    help="measure each contender's resident memory in a fresh process, or not (default subprocess)")

@@ -45,8 +45,9 @@ from streaming.preprocess import to_model_input
 #: per-layer kernel choices: a granularity, optionally "-parallel" (numba prange; only used
 #: when the engine has threads > 1). Which is fastest is measured (``streaming.tuning``).
 KERNEL_CHOICES = GRANULARITIES + tuple(g + "-parallel" for g in GRANULARITIES)
-_KERNEL_CODE = {"element": ip.KERNEL_ELEMENT, "pixel": ip.KERNEL_PIXEL,
-                "element-parallel": ip.KERNEL_ELEMENT_PARALLEL, "pixel-parallel": ip.KERNEL_PIXEL_PARALLEL}  # fmt: skip
+_KERNEL_CODE = {"element": ip.KERNEL_ELEMENT, "pixel": ip.KERNEL_PIXEL, "patch": ip.KERNEL_PATCH,
+                "element-parallel": ip.KERNEL_ELEMENT_PARALLEL, "pixel-parallel": ip.KERNEL_PIXEL_PARALLEL,
+                "patch-parallel": ip.KERNEL_PATCH_PARALLEL}  # fmt: skip
 
 #: untuned default of ``DeltaEngine(dense_parallel=)``: with threads > 1, a MAC layer's dense kernel
 #: runs in parallel row blocks from this many dense MACs on (``streaming.tuning.tune_dense_parallel``

@@ -159,7 +159,7 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
     mac_layers: list[MacLayer] = []
     threshold_encoders: list[int] = []
     step_layer = np.full(len(plan.steps), -1, np.int64)
-    need = dict(union=1, mark=1, nz_cin=1, gather=1, prod=1, col=1)
+    need = dict(union=1, mark=1, nz_cin=1, gather=1, prod=1, col=1, rowof=1)
     for i, s in enumerate(plan.steps):
         op = s["op"]
         row = S[i]
@@ -204,6 +204,7 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
             if kind == ip.MAC_CONV:
                 need["gather"] = max(need["gather"], ah * aw * cin)
                 need["col"] = max(need["col"], oh * ow * kh * kw * cin)
+                need["rowof"] = max(need["rowof"], ah * aw)
         elif op == "activation":
             row[ip.F_OP], row[a] = ip.OP_ACTIVATION, ACTIVATIONS[s["kind"]]
             P[i] = (s["a0"], s["a1"], s["a2"])
@@ -247,6 +248,7 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
     X[ip.X_GATHER] = fa.take(need["gather"])
     X[ip.X_PROD] = fa.take(need["prod"])
     X[ip.X_COL] = fa.take(need["col"])
+    X[ip.X_ROWOF] = ia.take(need["rowof"])  # zero, and zero again after every use
 
     for layer in mac_layers:
         layer.rows_offset = int(S[layer.encoder, ip.A0 + 2])

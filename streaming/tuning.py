@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ops import interpreter as ip
 from streaming.engine import GRANULARITIES, KERNEL_CHOICES, DeltaEngine
 from streaming.plan import Plan
 
@@ -67,7 +68,12 @@ def tune_granularity(plan: Plan, frames: np.ndarray, threads: int | None = None)
     choices = KERNEL_CHOICES if threads and threads > 1 else GRANULARITIES
     engine = DeltaEngine(plan, threads=threads, profile=True)
     times = {g: measure_layer_ms(engine, frames, g) for g in choices}
-    return {n: min(choices, key=lambda g: times[g][i]) for i, n in enumerate(engine.layer_names)}
+
+    def applicable(g: str, layer) -> bool:  # patch-wise is a Conv2D kernel (1x1: the pixel-wise one)
+        return not g.startswith("patch") or layer.kind == ip.MAC_CONV
+
+    return {m.name: min((g for g in choices if applicable(g, m)), key=lambda g: times[g][i])
+            for i, m in enumerate(engine.program.mac_layers)}  # fmt: skip
 
 
 #: delta fractions at which ``tune_fallback`` times each layer's delta kernel

@@ -120,7 +120,9 @@ def worker_loads(
         cout: outputs per tap: Conv2D/pointwise ``Cout``, depthwise the depth multiplier.
         granularity: ``"element"`` (default) or ``"pixel"`` (the ``*_pix_par`` kernels;
             Conv2D then splits each tap's pixels in blocks of 8, one parallel region per tap,
-            pointwise splits the pixels in blocks of 8; work = rows x ``cin`` x ``cout``).
+            pointwise splits the pixels in blocks of 8; work = rows x ``cin`` x ``cout``) or
+            ``"patch"`` (``_conv2d_patch_par``: the touched outputs in blocks of 8, work =
+            outputs x ``kh*kw*cin*cout``; pointwise: pixel-wise).
         cin: input channels (pixel-wise work only). Defaults to 1.
         par_blocks: the kernels' block budget (``ops.config.PAR_BLOCKS``).
 
@@ -132,8 +134,10 @@ def worker_loads(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if granularity not in ("element", "pixel"):
-        raise ValueError(f"granularity must be 'element' or 'pixel', got {granularity!r}")
+    if granularity not in ("element", "pixel", "patch"):
+        raise ValueError(f"granularity must be 'element', 'pixel' or 'patch', got {granularity!r}")
+    if granularity == "patch" and kind != "conv":  # a 1x1 patch is the pixel (ops.pointwise)
+        granularity = "pixel"
     threads = int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -145,7 +149,26 @@ def worker_loads(
     if n > 1 and not np.all(active[1:] > active[:-1]):
         raise ValueError("active must be strictly ascending")
     par_blocks = max(1, int(par_blocks))
-    if kind in ("conv", "depthwise") and not (kind == "conv" and granularity == "pixel"):
+    if kind == "conv" and granularity == "patch":  # the touched outputs in blocks of 8, each its patches
+        iy, ix = active // in_w, active % in_w
+        hit: dict[int, int] = {}  # touched output -> non-zeros in its patch
+        for ky in range(kh):
+            for kx in range(kw):
+                ty, tx = iy + pad_top - ky, ix + pad_left - kx
+                ok = (ty >= 0) & (tx >= 0) & (ty % stride == 0) & (tx % stride == 0)
+                ok &= (ty // stride < out_h) & (tx // stride < out_w)
+                for o, z in zip((ty[ok] // stride) * out_w + tx[ok] // stride, nnz[ok]):
+                    hit[int(o)] = hit.get(int(o), 0) + int(z)
+        touched = sorted(hit)
+        m = len(touched)
+        nb = _n_blocks(m, 8, par_blocks)
+        nz_b = np.zeros(nb, np.int64)
+        work_b = np.zeros(nb, np.int64)
+        for b in range(nb):
+            p0, p1 = _block(b, nb, m, 8)
+            nz_b[b] = sum(hit[o] for o in touched[p0:p1])
+            work_b[b] = (p1 - p0) * int(kh) * int(kw) * int(cin) * int(cout)
+    elif kind in ("conv", "depthwise") and not (kind == "conv" and granularity == "pixel"):
         nb = _n_blocks(int(out_h), 1, par_blocks)
         nz_b = np.zeros(nb, np.int64)
         work_b = np.zeros(nb, np.int64)
@@ -244,7 +267,7 @@ def engine_frame_loads(engine) -> tuple[np.ndarray, np.ndarray]:
         loads = worker_loads(
             kind, active, len(active), np.count_nonzero(rows, axis=1), threads=threads, in_w=m.in_shape[1], out_h=ho, out_w=wo,
             kh=kh, kw=kw, stride=m.stride, pad_top=m.pad_top, pad_left=m.pad_left, cout=cout, cin=cin,
-            granularity=granularity, par_blocks=PAR_BLOCKS if granularity == "pixel" else blocks,
+            granularity=granularity, par_blocks=PAR_BLOCKS if granularity in ("pixel", "patch") else blocks,
         )["nonzeros"]  # fmt: skip
         st = load_stats(loads)
         mx[i], mean[i] = st["max"], st["mean"]

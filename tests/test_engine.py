@@ -74,7 +74,7 @@ def test_engine_matches_keras_over_500_frames(mode):
     assert stats[0].keyframe and stats[0].macs == engine.dense_macs.sum()
 
 
-def test_both_granularities_agree_and_pixelwise_executes_more():
+def test_every_granularity_agrees_and_pixelwise_and_patchwise_execute_more():
     keras.utils.set_random_seed(4)
     model = deltanet.build_model(4, arch="tiny", size=32, threshold=0.05)
     _randomize_bn(model, 1)
@@ -82,8 +82,14 @@ def test_both_granularities_agree_and_pixelwise_executes_more():
     frames = static_camera_frames(40, seed=2)
     elem, se = DeltaEngine(plan, granularity="element").run(frames)
     pix, sp = DeltaEngine(plan, granularity="pixel").run(frames)
+    patch, sq = DeltaEngine(plan, granularity="patch").run(frames)
+    patch_par, _ = DeltaEngine(plan, granularity="patch-parallel", threads=2).run(frames)
     np.testing.assert_allclose(elem, pix, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(elem, patch, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(patch, patch_par, rtol=1e-4, atol=1e-5)
     assert sum(s.macs for s in sp[1:]) >= sum(s.macs for s in se[1:])
+    # patch-wise multiplies the zeros of every touched output's patch: at least pixel-wise's products
+    assert sum(s.macs for s in sq[1:]) >= sum(s.macs for s in sp[1:])
 
 
 def test_deltafied_keras_mobilenetv2_runs_exactly():

@@ -80,7 +80,7 @@ def _tiny_plan(seed):
 def test_granularities_and_keyframes_agree_with_profiled_frames():
     plan = _tiny_plan(12)
     frames = static_camera_frames(30, seed=10)
-    for gran in ("element", "pixel"):
+    for gran in ("element", "pixel", "patch"):
         fast, _ = DeltaEngine(plan, granularity=gran, keyframe_interval=7).run(frames)
         slow, _ = DeltaEngine(plan, granularity=gran, keyframe_interval=7, profile=True).run(frames)
         np.testing.assert_array_equal(fast, slow)

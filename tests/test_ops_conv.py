@@ -20,7 +20,7 @@ from ops.pointwise import dense_delta, pointwise_delta
 from ops.geometry import conv_geometry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = [("element", False), ("element", True), ("pixel", False), ("pixel", True)]
+VARIANTS = [("element", False), ("element", True), ("pixel", False), ("pixel", True), ("patch", False), ("patch", True)]
 TOL = dict(rtol=1e-5, atol=1e-5)
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
@@ -106,7 +106,9 @@ def _run_stream(h, w, kh, kw, cin, cout, stride, padding, seed=0, t=4, where=Non
             touched, macs = layer.step(d[i])
             np.testing.assert_allclose(layer.acc, want, **TOL, err_msg=f"{v} frame {i}")
             assert np.array_equal(touched, reached), f"{v} frame {i}: touched set"
-            assert macs == (macs_elem if v[0] == "element" else macs_pix), f"{v} frame {i}: macs"
+            # patch-wise: every reached output's whole patch
+            want_macs = {"element": macs_elem, "pixel": macs_pix, "patch": reached.size * kh * kw * cin * cout}[v[0]]
+            assert macs == want_macs, f"{v} frame {i}: macs"
         base = layers[("element", False)].acc
         for v, layer in layers.items():
             np.testing.assert_allclose(layer.acc, base, **TOL, err_msg=f"{v} vs serial element-wise")
@@ -190,7 +192,8 @@ def test_conv2d_single_pixel_touches_its_receptive_field(kernel, stride, padding
             untouched = np.ones(layer.out_h * layer.out_w, bool)
             untouched[reached] = False
             assert not layer.acc.reshape(-1, cout)[untouched].any()
-            assert macs == reached.size * (1 if v[0] == "element" else cin) * cout
+            per_output = {"element": 1, "pixel": cin, "patch": kh * kw * cin}[v[0]]  # patch: the whole patch
+            assert macs == reached.size * per_output * cout
 
 
 def test_touched_list_sorted_on_large_sparse_spans():

@@ -212,6 +212,24 @@ def test_worker_work_sums_to_the_kernel_macs(kind, k, stride):
             assert loads["nonzeros"].sum() >= nnz.sum()  # a pixel near a block edge is read by both
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patchwise_worker_loads_sum_to_the_kernels_macs(stride):
+    rng = np.random.default_rng(7 + stride)
+    h, w, cin, cout, k = 13, 11, 3, 5, 3
+    active, rows = _sparse(rng, h, w, cin, 0.2)
+    n = len(active)
+    ho, wo, pt, pl = conv_geometry(h, w, k, k, stride, "same")
+    acc = np.zeros((ho, wo, cout), np.float32)
+    n_t, macs = conv2d_delta(active, n, rows, h, w, rng.normal(0, 1, (k, k, cin, cout)).astype(np.float32), stride, pt, pl, acc,
+                             np.zeros(ho * wo, np.int32), np.zeros(ho * wo, np.uint8), granularity="patch")  # fmt: skip
+    assert macs == n_t * k * k * cin * cout
+    for threads in (1, 2, 3):
+        loads = worker_loads("conv", active, n, np.count_nonzero(rows, axis=1), threads=threads, in_w=w, out_h=ho, out_w=wo,
+                             kh=k, kw=k, stride=stride, pad_top=pt, pad_left=pl, cout=cout, cin=cin, granularity="patch")  # fmt: skip
+        assert loads["work"].sum() == macs
+        assert loads["nonzeros"].sum() >= np.count_nonzero(rows)  # a pixel is read by every touched output it reaches
+
+
 def test_clustered_changes_show_up_as_imbalance():
     rng = np.random.default_rng(1)
     h, w, c = 16, 16, 8
