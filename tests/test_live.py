@@ -271,20 +271,26 @@ def test_live_window_under_xvfb(assets, tmp_path):
     snap, shot = tmp_path / "snap.png", tmp_path / "screen.xwd"
     env = dict(ENV, DISPLAY=display)
     proc = subprocess.Popen([sys.executable, "-m", "streaming.live", "--model", str(assets.model), "--source", str(assets.video),
-                             "--hold-ms", "60000", "--snapshot", str(snap), "--threads", "1"],
+                             "--hold-ms", "120000", "--snapshot", str(snap), "--threads", "1"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lines = _wait_for_line(proc, "holding the last frame", timeout=240)
         assert any("holding the last frame" in ln for ln in lines), "\n".join(lines[-20:])
         # The X server paints the window some time after the last imshow; on a loaded machine that
-        # took over 0.5 s (a full-suite run got an all-black screen). Poll for up to 30 s: the window
-        # holds the frame for 60 s, and a window that never shows it still fails below.
+        # took over 0.5 s (a full-suite run got an all-black screen). Poll for up to 30 s until two
+        # screenshots in a row show the same non-blank screen (the painting is done): the window holds
+        # the frame for 120 s, and a window that never shows it still fails below. (The snapshot file
+        # is written only when the hold ends, so it cannot be polled for: waiting for it made every run
+        # wait the whole 30 s, and a loaded full-suite run then outlived a 60 s hold.)
         deadline = time.monotonic() + 30
+        previous = None
         while True:
             time.sleep(0.5)
             subprocess.run(["xwd", "-root", "-silent", "-display", display, "-out", str(shot)], check=True, timeout=30)
-            if (read_xwd(shot).std() > 10 and snap.exists()) or time.monotonic() > deadline:
+            screen = read_xwd(shot)
+            if (screen.std() > 10 and previous is not None and np.array_equal(screen, previous)) or time.monotonic() > deadline:
                 break
+            previous = screen
         proc.send_signal(signal.SIGINT)   # Ctrl-C ends it with a summary
         out, err = proc.communicate(timeout=60)
     finally:
