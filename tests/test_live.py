@@ -261,6 +261,14 @@ def _wait_for_line(proc, needle: str, timeout: float) -> list[str]:
     return lines
 
 
+def _default_sigint():
+    """Start a child with SIGINT's default action, so that Python turns it into KeyboardInterrupt.
+    A process started in the background of a non-interactive shell (``pytest ... &``) ignores
+    SIGINT, its children inherit that, and Python then installs no handler: the test's Ctrl-C
+    was ignored and live held its frame to the end ("end of input", not "interrupted")."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_live_window_under_xvfb(assets, tmp_path):
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb x11-apps; .ci/run installs both)")
@@ -271,18 +279,15 @@ def test_live_window_under_xvfb(assets, tmp_path):
     snap, shot = tmp_path / "snap.png", tmp_path / "screen.xwd"
     env = dict(ENV, DISPLAY=display)
     proc = subprocess.Popen([sys.executable, "-m", "streaming.live", "--model", str(assets.model), "--source", str(assets.video),
-                             "--hold-ms", "120000", "--snapshot", str(snap), "--threads", "1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--hold-ms", "60000", "--snapshot", str(snap), "--threads", "1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)  # fmt: skip
     try:
         lines = _wait_for_line(proc, "holding the last frame", timeout=240)
         assert any("holding the last frame" in ln for ln in lines), "\n".join(lines[-20:])
         # The X server paints the window some time after the last imshow; on a loaded machine that
-        # took over 0.5 s (a full-suite run got an all-black screen). Poll for up to 30 s, and a window
-        # that never shows the frame still fails below. The snapshot file is written only when the hold
-        # ends, so in practice this waits the whole 30 s: the hold (120 s) must outlast that and the
-        # slow screenshots of a loaded machine (a full-suite run most likely outlived a 60 s hold: its summary
-        # said "end of input", not "interrupted"). Stopping at the first non-blank screenshots instead
-        # failed under load (still black after 30 s), so the wait stays.
+        # took over 0.5 s (a full-suite run got an all-black screen). Poll for up to 30 s: the window
+        # holds the frame for 60 s, and a window that never shows it still fails below.
         deadline = time.monotonic() + 30
         while True:
             time.sleep(0.5)
