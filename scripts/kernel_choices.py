@@ -14,10 +14,11 @@ MAC layer. Progress on stderr, the table on stdout.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from deltanet.cli import ArgumentParser, add_crop_argument, positive_int
+from deltanet.cli import ArgumentParser, add_crop_argument, fail, positive_int
 
 
 def main(argv=None) -> int:
@@ -29,6 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--layers", choices=("conv", "all"), default="conv", help="which MAC layers to print (default conv)")
     add_crop_argument(p)
     args = p.parse_args(argv)
+    for name in ("model", "source"):
+        if not Path(getattr(args, name)).is_file():
+            return fail(p.prog, f"--{name}: no such file {getattr(args, name)!r}")
 
     from deltanet.cli import import_tensorflow_quietly
 
