@@ -68,7 +68,8 @@ A0 = 4
 NF = A0 + 14
 
 # input:    A0 scale (wbuf), A0+1 offset (wbuf), A0+2 previous frame (ubuf)
-# encode:   A0 kind (ENC_*), A0+1 param (wbuf), A0+2 delta rows (fbuf), A0+3 region scale (fbuf) or -1
+# encode:   A0 kind (ENC_*), A0+1 param (wbuf), A0+2 delta rows (fbuf), A0+3 region scale (fbuf) or -1,
+#           A0+4 1 if a refresh frame may swap its reference with its input's buffer (streaming.lower)
 ENC_THRESHOLD, ENC_QUANTIZE, ENC_IDENTITY = range(3)
 # mac:      A0 kind (MAC_*), A0+1 kernel (wbuf), A0+2 bias (wbuf), A0+3..A0+6 kh, kw, Cin, Cout
 #           (depthwise: the multiplier M), A0+7 stride, A0+8 pad_top, A0+9 pad_left,
@@ -219,6 +220,30 @@ def time_mac_step(steps, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, ch
     return out
 
 
+#: side of the square tiles (in the first encoder's pixels) whose occupancy decides a refresh frame:
+#: a change anywhere in a tile reaches, through the receptive fields, most of what the deep layers
+#: compute there, so the share of tiles with a change predicts a delta frame's cost far better than
+#: the share of changed pixels (measured 2026-12-04, default model, 5 real clips: docs/bench.md "Session 15")
+REFRESH_TILE = 8
+
+
+@njit_exact
+def tile_occupancy(active, n, h, w, mark):
+    """The fraction of the ``REFRESH_TILE``-pixel square tiles of an ``(h, w)`` grid holding at least
+    one of the ``n`` ascending flat pixels ``active[:n]`` (``mark``: >= tiles zeroed uint8 scratch,
+    zeroed again on return)."""
+    tw = (w + REFRESH_TILE - 1) // REFRESH_TILE
+    tiles = ((h + REFRESH_TILE - 1) // REFRESH_TILE) * tw
+    hit = 0
+    for t in range(n):
+        p = active[t]
+        k = (p // w) // REFRESH_TILE * tw + (p % w) // REFRESH_TILE
+        hit += mark[k] == 0
+        mark[k] = 1
+    mark[:tiles] = 0
+    return hit / tiles
+
+
 @njit_exact(inline="always")
 def _unchanged(steps, inputs, nlst, s):
     """Whether no input of step ``s`` lists a changed pixel."""
@@ -231,17 +256,28 @@ def _unchanged(steps, inputs, nlst, s):
 
 @njit_exact
 def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, frame, kernels,
-              lst, nlst, enc_nnz, nnz, macs, ran_dense, ns, fallback_at, dense, scaled, profile):  # fmt: skip
+              lst, nlst, enc_nnz, nnz, macs, ran_dense, ns, fallback_at, refresh_at, frame_out, dense, scaled, profile):  # fmt: skip
     """Run one frame (``frame``: uint8 ``(H, W, C)``, C-contiguous) through every step.
 
     ``dense``: recompute every MAC layer from its input (a keyframe, or dense mode); in a
     delta frame, MAC layer ``i`` runs its dense kernel instead when its delta fraction
     (:func:`delta_fraction`) is ``>= fallback_at[i]`` (``ran_dense[i]`` says whether it did);
+    ``refresh_at``: a delta frame whose first encoder's active pixels occupy at least this
+    fraction of its ``REFRESH_TILE`` x ``REFRESH_TILE`` tiles (:func:`tile_occupancy`, written to
+    ``frame_out[0]``) becomes a *refresh* frame from there on (``frame_out[1]`` = 1): the
+    rest of the frame runs dense and every threshold encoder transmits its whole input (its
+    reference becomes exactly the input, a copy instead of a threshold test), so a scene cut or
+    a pan costs a dense frame plus one copy per encoder; this departs from the delta model on
+    that frame (it transmits more: its logits are the dense network's). ``inf``: never.
     ``scaled``: threshold encoders use their region scale; ``profile``: fill ``ns[s]`` with
     each step's nanoseconds. Returns -1, or the index of the step whose encoder met
     non-finite values (the stream's state is then broken: reset it).
     """
     iota = scratch[X_IOTA]
+    refresh = False  # this frame became a refresh frame (from its first encoder on)
+    first_encoder = not dense  # the next encoder is the frame's first: it decides on a refresh
+    frame_out[0] = 1.0 if dense else 0.0
+    frame_out[1] = 0.0
     h0, w0, c0 = frame.shape
     frame2 = frame.reshape((h0 * w0, c0))
     t0 = now_ns() if profile else 0
@@ -280,6 +316,18 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
                     lst[o] = lst[a]
                     nlst[o] = na
                     enc_nnz[s] = -1
+                elif refresh and kind == ENC_THRESHOLD:  # a refresh frame: transmit everything
+                    if steps[s, A0 + 4] == 1:
+                        # the input was rewritten whole this frame (its producer ran dense) and only
+                        # this encoder reads it: the buffers trade places instead of a copy
+                        v = tensors[a, T_VAL]
+                        tensors[a, T_VAL] = tensors[o, T_VAL]
+                        tensors[o, T_VAL] = v
+                    else:
+                        out2[:, :] = a2
+                    lst[o] = iota
+                    nlst[o] = oh * ow
+                    enc_nnz[s] = -1
                 else:
                     param = _vec(wbuf, steps[s, A0 + 1], ac)
                     rows = _mat(fbuf, steps[s, A0 + 2], ah * aw, ac)
@@ -296,6 +344,19 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
                     enc_nnz[s] = z
                     lst[o] = opix
                     nlst[o] = n
+                    if first_encoder:
+                        first_encoder = False
+                        occ = tile_occupancy(active, n, oh, ow, _vec(ubuf, scratch[X_MARK], oh * ow))
+                        frame_out[0] = occ
+                        if occ >= refresh_at:  # dense from here on
+                            refresh = True
+                            dense = True
+                            frame_out[1] = 1.0
+                            if kind == ENC_THRESHOLD:  # (a quantize encoder's state is exact already)
+                                out2[:, :] = a2
+                                enc_nnz[s] = -1
+                            lst[o] = iota
+                            nlst[o] = oh * ow
             elif op == OP_MAC:
                 mi = steps[s, A0 + 11]
                 enc = steps[s, A0 + 10]

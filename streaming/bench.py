@@ -5,6 +5,10 @@ once to the model input, gray for a one-channel model: ``streaming.preprocess``)
 
 * ``delta_engine``: ``DeltaEngine`` (numba sparse-delta kernels);
 * ``dense_engine``: the same engine with delta layers as identities and dense kernels;
+* ``delta_refresh`` (``--refresh``): the delta engine with refresh frames (``DeltaEngine(refresh_at=)``,
+  the break-even measured by ``streaming.tuning.tune_refresh`` on the tuning frames): a frame whose first
+  encoder fires on most pixels (a cut, a pan) runs dense and resets every reference; its logits on
+  those frames are the dense network's, not the delta model's; ``speedup_refresh`` holds its speedups;
 * ``keras`` / ``keras_nojit``: the model's dense per-frame equivalent as a ``tf.function``, compiled by
   XLA (``jit_compile=True``) or run on TensorFlow's kernels; ``speedup.vs_keras`` takes the faster;
 * ``tflite``: that per-frame model in the LiteRT interpreter (XNNPACK), float32;
@@ -55,7 +59,7 @@ import numpy as np
 
 from deltanet.cli import ArgumentParser, CliError, add_crop_argument, add_motion_argument, fail, positive_int
 from streaming.bench_exactness import agreement, dense_reference, float32_floor, rel_logit_error
-from streaming.bench_stats import ms_stats, speedups
+from streaming.bench_stats import ms_stats, paired_ratios, speedups
 from streaming.contenders import SKIPPABLE, Unavailable
 
 
@@ -77,6 +81,9 @@ def build_parser() -> ArgumentParser:
     add_crop_argument(p)
     add_motion_argument(p)
     p.add_argument("--no-fallback", action="store_true", help="delta engine without the per-layer dense fallback (default: on, break-evens measured)")
+    p.add_argument("--refresh", action="store_true",
+                   help="also time the delta engine with refresh frames (dense frame + reference reset on cuts and pans; "
+                        "break-even measured), as contender delta_refresh")
     p.add_argument("--save-tuning", default=None, metavar="PATH",
                    help="also write the delta engine's measured tuning here, for streaming.live/report --tuning (e.g. MODEL.tuning.json)")
     return p
@@ -108,10 +115,12 @@ def _build_contenders(plan, per_frame, model: str, engines, tune: np.ndarray, th
     from streaming import contenders as c
     from streaming.bundle import save_bundle
 
-    delta, dense, delta_stats = engines
+    delta, dense, delta_stats, refresh, refresh_stats = engines
     built = {"delta_engine": c.engine_contender(delta, delta_stats), "dense_engine": c.engine_contender(dense)}
     artifacts = {"delta_engine": save_bundle(plan, work / "bundle")}
     artifacts["dense_engine"] = artifacts["delta_engine"]
+    if refresh is not None:
+        built["delta_refresh"] = c.engine_contender(refresh, refresh_stats)
     skipped = {name: "--skip" for name in skip}
     builders = {
         "keras": lambda: c.keras_contender(per_frame, jit=True),
@@ -159,6 +168,16 @@ def _time_blocks(contenders: dict, frames: np.ndarray, block: int) -> tuple[dict
     return blocks, {n: np.stack(o) for n, o in outputs.items()}
 
 
+def _refresh_speedups(blocks: dict) -> dict:
+    """``delta_refresh``'s speedups: against every dense contender, and against the plain delta engine."""
+    out = speedups(blocks, base="delta_refresh")
+    r = paired_ratios(blocks["delta_refresh"], blocks["delta_engine"])
+    medians = {n: ms_stats(np.concatenate(blocks[n]))["median"] for n in ("delta_refresh", "delta_engine")}
+    out["vs_delta_engine"] = {"of_medians": medians["delta_engine"] / medians["delta_refresh"], "paired": float(np.median(r)),
+                              "paired_iqr": [float(np.percentile(r, 25)), float(np.percentile(r, 75))], "blocks": int(r.size)}
+    return out
+
+
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
@@ -167,7 +186,7 @@ def _memory(engines, artifacts: dict, tune: np.ndarray, threads: int, granularit
     from streaming.bench_memory import measure_rss
     from streaming.contenders import engine_arena_bytes
 
-    delta, dense, _ = engines
+    delta, dense = engines[:2]
     out = {
         "engine_arena_bytes": {"delta_engine": engine_arena_bytes(delta), "dense_engine": engine_arena_bytes(dense)},
         "artifact_bytes": {n: _size(a) for n, a in artifacts.items()},
@@ -189,7 +208,7 @@ def _memory(engines, artifacts: dict, tune: np.ndarray, threads: int, granularit
 
 def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, threads: int = 2, warmup: int = 10, block: int = 25,
         granularity: str = "auto", skip: tuple = (), memory: str = "subprocess", json_out: str | None = None, crop=None,
-        log=print, motion: str = "none", fallback: bool = True, save_tuning_to: str | None = None) -> dict:
+        log=print, motion: str = "none", fallback: bool = True, save_tuning_to: str | None = None, refresh: bool = False) -> dict:
     """Run the benchmark; returns (and optionally writes) the results dict."""
     from deltanet.cli import import_tensorflow_quietly
 
@@ -207,7 +226,7 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     from streaming.convert import ConversionError, to_plan
     from streaming.engine import DeltaEngine
     from streaming.model_io import apply_motion
-    from streaming.tuning import save_tuning, tune_dense_parallel, tune_fallback, tuning_record
+    from streaming.tuning import save_tuning, tune_dense_parallel, tune_fallback, tune_refresh, tuning_record
     from streaming.tuning import tune as tune_engine
 
     try:
@@ -254,22 +273,34 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
     if save_tuning_to:
         log(f"tuning saved: {save_tuning(tuning_record(delta, len(tune)), save_tuning_to)}")
     breakeven = {k: (None if not np.isfinite(v) else float(v)) for k, v in delta.breakeven.items()} if fallback else None  # None: never
+    refresh_at = None
+    if refresh:
+        if motion != "none":
+            raise CliError("--refresh runs the plain delta engine: leave out --motion")
+        refresh_at = tune_refresh(delta, tune)
+        log(f"refresh frames from a first-encoder firing fraction of {refresh_at:.3f} on" if refresh_at is not None
+            else "refresh frames: never faster than a delta frame on the synthetic cuts (delta_refresh never refreshes)")
     delta = apply_motion(delta, motion, model)  # --motion global: streaming.canvas (the profile below is the plain engine's)
+    refresh_engine = delta.clone(refresh_at=refresh_at) if refresh else None
     dense = DeltaEngine(plan, mode="dense", threads=threads, dense_parallel=delta.dense_parallel)  # the same dense kernels
     log(f"dense kernels in parallel row blocks: {sum(delta.dense_parallel.values())} of {len(gran)} MAC layers")
-    delta_stats = []
-    engines = (delta, dense, delta_stats)
+    delta_stats, refresh_stats = [], []
+    engines = (delta, dense, delta_stats, refresh_engine, refresh_stats)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         work = Path(work)
         contenders, skipped, artifacts = _build_contenders(plan, per_frame, model, engines, tune, threads, skip, work, log)
         for c in contenders.values():  # warm-up: compile everything, on frames that are never timed
             for i in range(warmup):
                 c.run(tune[i % len(tune)])
-        delta.reset()
-        dense.reset()
+        for e in (delta, dense, refresh_engine):
+            if e is not None:
+                e.reset()
         delta_stats.clear()
+        refresh_stats.clear()
         blocks, outputs = _time_blocks(contenders, timed, block)
-        blocks["delta_engine"][0] = blocks["delta_engine"][0][1:]  # the keyframe: not a delta frame
+        for name in ("delta_engine", "delta_refresh"):
+            if name in blocks:
+                blocks[name][0] = blocks[name][0][1:]  # the keyframe: not a delta frame
         if blas_limit is not None:
             blas_limit.restore_original_limits()
         mem = _memory(engines, artifacts, tune, threads, delta.granularity, memory, work, log)
@@ -348,6 +379,15 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
         "first_frame_over_1e-4": int(np.argmax(err > 1e-4)) if np.any(err > 1e-4) else None,
         "float32_floor": floor,
         "memory": mem,
+        "refresh": None if refresh_engine is None else {
+            "at": refresh_at,  # the first encoder's firing fraction (None: never)
+            "frames_refreshed": int(sum(s.refreshed for s in refresh_stats[1:])),
+            "mac_density": float(np.mean([s.mac_density for s in refresh_stats[1:]])),
+            "max_rel_logit_error_vs_keras_delta": float(rel_logit_error(outputs["delta_refresh"], keras_delta).max()),
+            "top1_agreement": float(np.mean(outputs["delta_refresh"].argmax(1) == keras_delta.argmax(1))),
+            "top1_agreement_vs_dense": vs_dense["delta_refresh"]["top1"],
+        },
+        "speedup_refresh": _refresh_speedups(blocks) if refresh_engine is not None else None,
         "phase_ms": phases,
         "layers": layers,
         "dense_macs_per_frame": int(dense_macs.sum()),
@@ -382,6 +422,11 @@ def format_table(r: dict) -> str:
         f"max_rel_logit_error {r['max_rel_logit_error']:.2e} ({r['frames_over_1e-4']} frames over 1e-4), "
         f"top1_agreement {r['top1_agreement']:.3f} (vs the dense per-frame model {r['top1_agreement_vs_dense']:.3f})"
     )
+    if r.get("refresh"):
+        f, sp = r["refresh"], r["speedup_refresh"]
+        lines.append(f"delta_refresh: refresh at {f['at']}, {f['frames_refreshed']} frames refreshed, mac_density {f['mac_density']:.4f}, "
+                     f"top1_agreement {f['top1_agreement']:.3f} (vs dense {f['top1_agreement_vs_dense']:.3f}); paired speedups "
+                     + ", ".join(f"{k} {v['paired']:.2f}x" for k, v in sp.items()))
     if r.get("int8_top1_agreement") is not None:
         lines.append(f"tflite_int8 top-1 agreement with the float per-frame model: {r['int8_top1_agreement']:.3f}")
     if r.get("float32_floor"):
@@ -413,7 +458,8 @@ def main(argv=None) -> int:
     try:
         run(args.model, args.source, frames=args.frames, tune_frames=args.tune_frames, threads=args.threads, warmup=args.warmup,
             block=args.block, granularity=args.granularity, skip=skip, memory=args.memory, json_out=args.json, crop=args.crop,
-            log=lambda m: print(m, file=sys.stderr), motion=args.motion, fallback=not args.no_fallback, save_tuning_to=args.save_tuning)
+            log=lambda m: print(m, file=sys.stderr), motion=args.motion, fallback=not args.no_fallback, save_tuning_to=args.save_tuning,
+            refresh=args.refresh)
     except CliError as e:
         return fail(parser.prog, str(e))
     return 0

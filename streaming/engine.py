@@ -19,6 +19,12 @@ is one call of the compiled interpreter ``ops.interpreter.run_frame``:
 * **dense fallback** (``fallback=True``, the default): in a delta frame, a MAC layer whose
   delta is denser than its measured break-even (``streaming.tuning.tune_fallback``) runs its
   dense kernel instead, from the same input; its state stays what the delta kernel would hold;
+* **refresh frames** (``refresh_at``, off by default): a delta frame whose first encoder fires in
+  at least that share of its 8x8-pixel tiles (a scene cut, a pan, a busy scene) runs dense from there on, and every
+  threshold encoder transmits its whole input (reference := input, a copy): the frame costs a
+  dense frame plus one copy per encoder, instead of every encoder's threshold pass over every
+  pixel. Its logits are the dense network's, not the delta model's (it transmits more), so it
+  is opt-in; ``streaming.tuning.tune_refresh`` measures the break-even;
 * **profiled frames** (``profile=True``): the same loop, timing each step inside it.
 
 Region priors (``set_region``), keyframes and the per-layer kernel choice are per-frame
@@ -27,6 +33,7 @@ parameters of that one loop; Python builds the tables and reads the results.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -78,8 +85,10 @@ class FrameStats:
     dense_macs: np.ndarray | None = None
     input_elements: np.ndarray | None = None
     # per MAC layer: in this delta frame its delta reached its break-even and it ran its dense
-    # kernel instead (the dense fallback; all False in dense frames, which run every layer dense)
+    # kernel instead (the dense fallback; all False in dense and refresh frames, which run every layer dense)
     fallback_layers: np.ndarray | None = None
+    # a delta frame that became a refresh frame (``DeltaEngine(refresh_at=)``): dense, everything transmitted
+    refreshed: bool = False
 
     @property
     def worker_imbalance(self) -> np.ndarray | None:
@@ -148,6 +157,9 @@ class DeltaEngine:
             kernels, active pixels for pixel-wise and depthwise ones). Measure it with
             ``streaming.tuning.tune_fallback`` for the engine's kernel choice; a layer not
             listed falls back only when its whole input changed (1.0), where dense is never slower.
+        refresh_at: the share of tiles where the first encoder fires (``occupancy``) at and above
+            which a delta frame becomes a refresh frame (see above; ``FrameStats.refreshed``); ``None``
+            (default): never. ``streaming.tuning.tune_refresh`` measures it.
 
     Region-weighted thresholds (``set_region``): threshold-mode encoders can use a spatially
     varying threshold ``theta[c] / (1 + lam * P(x, y))`` with ``P`` a prior in ``[0, 1]``: a
@@ -170,6 +182,7 @@ class DeltaEngine:
         fallback: bool = True,
         breakeven: dict | None = None,
         dense_parallel: dict | None = None,
+        refresh_at: float | None = None,
         _weights: Weights | None = None,
     ):
         if mode not in ("delta", "dense"):
@@ -211,6 +224,7 @@ class DeltaEngine:
         self.fallback = bool(fallback)
         self._fallback_at = np.ones(len(layers), np.float64)
         self.breakeven = breakeven or {}
+        self.refresh_at = refresh_at
         self._region = None  # None, "static" or "motion"
         self._region_lam = 0.0
         self._region_gain = 1.0
@@ -225,6 +239,7 @@ class DeltaEngine:
         self._nnz = np.zeros(n_m, np.int64)
         self._macs = np.zeros(n_m, np.int64)
         self._ran_dense = np.zeros(n_m, np.bool_)
+        self._frame_out = np.zeros(2, np.float64)  # ops.interpreter.run_frame: tile occupancy, refreshed
         self._never = np.full(n_m, np.inf)
         self._ns = np.zeros(n_s, np.int64)
         timed = p.step_layer >= 0
@@ -251,11 +266,11 @@ class DeltaEngine:
         """A new engine (its own stream state) sharing this one's plan and packed weights.
 
         Every setting is kept (mode, kernel choice, threads, keyframes, profiling, worker
-        statistics, dense fallback and break-evens) unless overridden; the region prior is not (call ``set_region`` again).
+        statistics, dense fallback, break-evens and refresh) unless overridden; the region prior is not (call ``set_region`` again).
         """
         kwargs = dict(mode=self.mode, granularity=self.granularity, threads=self.threads, keyframe_interval=self.keyframe_interval,
                       profile=self.profile, worker_stats=self.worker_stats, fallback=self.fallback,
-                      breakeven=self.breakeven, dense_parallel=self.dense_parallel)  # fmt: skip
+                      breakeven=self.breakeven, dense_parallel=self.dense_parallel, refresh_at=self.refresh_at)  # fmt: skip
         kwargs.update(overrides)
         return DeltaEngine(self.plan, _weights=self.program.weights, **kwargs)
 
@@ -320,6 +335,20 @@ class DeltaEngine:
         for i, n in enumerate(self.layer_names):
             self._fallback_at[i] = values.get(n, self._fallback_at[i])
 
+    @property
+    def refresh_at(self) -> float | None:
+        """The first encoder's tile occupancy at and above which a delta frame is a refresh frame
+        (``None``: never); assignable, takes effect at the next frame."""
+        return None if math.isinf(self._refresh_at) else self._refresh_at
+
+    @refresh_at.setter
+    def refresh_at(self, refresh_at: float | None) -> None:
+        if refresh_at is not None and not (0 <= float(refresh_at) <= 1):
+            raise ValueError(f"refresh_at must be a fraction in [0, 1] or None (never), got {refresh_at!r}")
+        if refresh_at is not None and self.mode == "dense":
+            raise ValueError("refresh_at needs mode='delta' (dense mode has no delta frames)")
+        self._refresh_at = math.inf if refresh_at is None else float(refresh_at)
+
     # --- running ---------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -350,7 +379,8 @@ class DeltaEngine:
         start = time.perf_counter()
         bad = run_frame(p.steps, p.params, p.inputs, p.tensors, p.scratch, p.weights.wbuf, self._fbuf, self._ibuf, self._ubuf,
                         frame, self._kernels, self._lst, self._nlst, self._enc_nnz, self._nnz, self._macs, self._ran_dense,
-                        self._ns, self._fallback_at if self.fallback else self._never, dense, self._scaled, self.profile)  # fmt: skip
+                        self._ns, self._fallback_at if self.fallback else self._never, self._refresh_at, self._frame_out, dense,
+                        self._scaled, self.profile)  # fmt: skip
         total = (time.perf_counter() - start) * 1e3
         if bad >= 0:
             raise ValueError(f"non-finite activations entering {p.step_names[bad]!r}: the model or the frame is broken "
@@ -363,9 +393,11 @@ class DeltaEngine:
         else:
             layer_ms = np.full(len(self.layer_names), np.nan)
             phase = {}
-        stats = FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), layer_ms, total, phase,
-                           dense_macs=self.dense_macs, input_elements=self.input_elements, fallback_layers=self._ran_dense & (not dense))  # fmt: skip
-        if self.worker_stats and not dense:
+        refreshed = bool(self._frame_out[1]) and not dense
+        stats = FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), layer_ms, total, phase, dense_macs=self.dense_macs,
+                           input_elements=self.input_elements, fallback_layers=self._ran_dense & (not (dense or refreshed)),
+                           refreshed=refreshed)  # fmt: skip
+        if self.worker_stats and not (dense or refreshed):
             from streaming.workers import engine_frame_loads
 
             stats.worker_max, stats.worker_mean = engine_frame_loads(self)
@@ -431,6 +463,12 @@ class DeltaEngine:
         hw, cin = m.in_shape[0] * m.in_shape[1], m.in_shape[2]
         rows = self._fbuf[m.rows_offset : m.rows_offset + hw * cin].reshape(hw, cin)[:n]
         return active, rows
+
+    @property
+    def occupancy(self) -> float:
+        """The last frame's share of ``ops.interpreter.REFRESH_TILE``-pixel tiles where the first encoder
+        fired (1.0 for a dense frame): what ``refresh_at`` is compared with."""
+        return float(self._frame_out[0])
 
     # --- region-weighted thresholds ------------------------------------------------------------
 

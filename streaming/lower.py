@@ -127,6 +127,11 @@ def mac_kind(step: dict, kernel_shape) -> int:
     return ip.MAC_POINTWISE if kh == kw == 1 and step["stride"] == 1 else ip.MAC_CONV
 
 
+#: plan ops whose output an encoder may take as its reference in a refresh frame (``ops.interpreter``):
+#: they recompute every pixel of it in a dense frame from their inputs alone
+SWAPPABLE_PRODUCERS = ("activation", "affine", *MERGE_OPS)
+
+
 def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = None, blocks: int = PAR_BLOCKS) -> Program:
     """Lower a (validated) plan. ``dense_mode``: delta layers become identities (the dense engine);
     ``blocks``: at most this many parallel blocks in the element-wise kernels (the engine's
@@ -181,6 +186,13 @@ def lower(plan: Plan, *, dense_mode: bool = False, weights: Weights | None = Non
                 row[a + 1], row[a + 2] = W[s["param_key"]], fa.take(h * w * c)
                 if s["mode"] == "threshold":
                     threshold_encoders.append(i)
+                    # A refresh frame makes this encoder's reference its input: by swapping the two
+                    # buffers when nothing else reads the input and its producer keeps no state in
+                    # it (rewrites it from other tensors: not a MAC's accumulator, not the input).
+                    src = producer[s["inputs"][0]]
+                    t = ip.REFRESH_TILE  # the first encoder's tile occupancy marks tiles in the dedup scratch
+                    need["mark"] = max(need["mark"], -(-h // t) * -(-w // t))
+                    row[a + 4] = int(plan.steps[src]["op"] in SWAPPABLE_PRODUCERS and len(consumers[src]) == 1)
         elif op in MAC_OPS:
             kernel = plan.arrays[s["kernel_key"]]
             kh, kw, cin, m = kernel.shape

@@ -136,6 +136,67 @@ def tune_dense_parallel(engine: DeltaEngine, reps: int = 7) -> dict[str, bool]:
     return {n: ns[True, i] < ns[False, i] for i, n in enumerate(names)}
 
 
+#: shares of the last tuning frame's ``REFRESH_TILE``-pixel tiles that ``tune_refresh``'s synthetic cuts replace
+REFRESH_CUTS = (0.25, 0.5, 0.75, 1.0)
+
+
+def tune_refresh(engine: DeltaEngine, frames: np.ndarray, cuts=REFRESH_CUTS, repeats: int = 2, reps: int = 3) -> float | None:
+    """The first encoder's tile occupancy (``DeltaEngine.occupancy``) at and above which a refresh
+    frame (``DeltaEngine(refresh_at=)``) is faster than ``engine``'s delta frame; ``None`` if it
+    never is, 0.0 if it always is.
+
+    Points (occupancy, ms of the delta frame): every delta frame of ``frames`` (the fastest of
+    ``repeats`` passes from a reset), and synthetic cuts of the last frame in which a share ``c``
+    of its tiles, chosen at random, shows the first frame upside down (another picture; the
+    fastest of ``reps`` runs, each after a keyframe and a delta frame). A line fitted to them is
+    crossed with the fastest refresh frame of the same cuts. Real frames alone rarely span the
+    occupancies of a cut or a pan; cuts alone change whole tiles, where a real frame changes a
+    few pixels in each (denser early layers: the break-even leans towards refreshing). Runs on
+    clones; ``engine`` is not touched (assign with ``engine.refresh_at = ...``). Re-tune after
+    changing the kernel choice or the break-evens.
+    """
+    if len(frames) < 2:
+        raise ValueError("tune_refresh needs at least 2 frames")
+    delta = engine.clone(profile=False, worker_stats=False, refresh_at=None)
+    refresh = engine.clone(profile=False, worker_stats=False, refresh_at=0.0)
+    best: dict[int, tuple[float, float]] = {}
+    delta.warmup()
+    for _ in range(repeats):
+        delta.reset()
+        for i, f in enumerate(frames):
+            _, s = delta.step(f)
+            if i > 0:
+                best[i] = (delta.occupancy, min(best.get(i, (0.0, math.inf))[1], s.total_ms))
+    points = list(best.values())
+    prev, base = frames[-2], frames[-1]
+    other = np.ascontiguousarray(frames[0][::-1, ::-1])
+    h, w = base.shape[:2]
+    t = ip.REFRESH_TILE
+    tiles = [(y, x) for y in range(0, h, t) for x in range(0, w, t)]
+    rng = np.random.default_rng(0)
+    refresh_ms = math.inf
+    for c in cuts:
+        cut = base.copy()
+        for k in rng.choice(len(tiles), max(1, round(c * len(tiles))), replace=False):
+            y, x = tiles[k]
+            cut[y : y + t, x : x + t] = other[y : y + t, x : x + t]
+        ms = {}
+        for _ in range(reps):
+            for name, e in (("delta", delta), ("refresh", refresh)):
+                e.reset()
+                e.step(prev)
+                e.step(base)
+                _, s = e.step(cut)
+                ms[name] = min(ms.get(name, math.inf), s.total_ms)
+        points.append((delta.occupancy, ms["delta"]))
+        refresh_ms = min(refresh_ms, ms["refresh"])
+    occ, ms_ = np.array(points).T
+    slope, intercept = np.polyfit(occ, ms_, 1) if np.ptp(occ) > 0 else (0.0, float(np.median(ms_)))
+    if intercept + slope * 1.0 < refresh_ms:  # a delta frame is cheaper even with every tile changed
+        return None
+    return float(min(1.0, max(0.0, (refresh_ms - intercept) / slope))) if slope > 0 else 0.0
+
+
 #: bumped when the record's meaning changes; older records are refused, not guessed at
 TUNING_VERSION = 1
 

@@ -33,7 +33,7 @@ def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "streaming.bench", "--model", str(tmp_path / "m.keras"), "--source", str(tmp_path / "clip.avi"),
          "--frames", "20", "--tune-frames", "8", "--block", "5", "--threads", "1", "--warmup", "2", "--json", str(out),
-         "--save-tuning", str(tmp_path / "m.tuning.json")],
+         "--save-tuning", str(tmp_path / "m.tuning.json"), "--refresh"],
         cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     assert res["frames"]["tuning"] == [0, 8] and res["frames"]["timed"] == [8, 28] and res["frames"]["timed_count"] == 20
     assert res["frames"]["tuning"][1] <= res["frames"]["timed"][0]  # disjoint
     assert res["int8_calibration_frames"] == res["frames"]["tuning"]
-    assert set(res["ms_per_frame"]) == set(CONTENDERS)
+    assert set(res["ms_per_frame"]) == set(CONTENDERS) | {"delta_refresh"}  # --refresh adds the engine with refresh frames
     for name, s in res["ms_per_frame"].items():
         assert 0 < s["median"] <= s["p90"] and s["mean"] > 0, name
     assert set(res["speedup"]) == {"vs_dense_engine", "vs_keras", "vs_tflite", "vs_tflite_int8", "vs_onnxruntime"}
@@ -56,7 +56,15 @@ def test_bench_runs_every_contender_and_writes_consistent_json(tmp_path):
     for key in ("top1_agreement", "top1_agreement_vs_dense", "int8_top1_agreement"):
         assert 0 <= res[key] <= 1, key
     assert res["max_rel_logit_error"] <= 1e-4 and res["top1_agreement"] == 1.0
-    assert set(res["agreement_vs_per_frame"]) == set(CONTENDERS)
+    assert set(res["agreement_vs_per_frame"]) == set(CONTENDERS) | {"delta_refresh"}
+    f = res["refresh"]
+    assert f["at"] is None or 0 <= f["at"] <= 1
+    assert 0 <= f["frames_refreshed"] <= 19 and 0 < f["mac_density"] <= 1 and 0 <= f["top1_agreement_vs_dense"] <= 1
+    assert f["top1_agreement_vs_dense"] == res["agreement_vs_per_frame"]["delta_refresh"]["top1"]
+    sr = res["speedup_refresh"]
+    assert set(sr) == set(res["speedup"]) | {"vs_delta_engine"}
+    assert sr["vs_delta_engine"]["of_medians"] == pytest.approx(ms["delta_engine"]["median"] / ms["delta_refresh"]["median"])
+    assert sr["vs_tflite"]["of_medians"] == pytest.approx(ms["tflite"]["median"] / ms["delta_refresh"]["median"])
     # The dense float contenders compute the very function of the reference; int8 is allowed its quantization error.
     for name in ("dense_engine", "keras", "keras_nojit", "tflite", "onnxruntime"):
         assert res["agreement_vs_per_frame"][name]["max_rel_logit_error"] < 1e-3, name
