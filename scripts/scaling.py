@@ -28,6 +28,8 @@ from deltanet.cli import ArgumentParser, positive_int  # noqa: E402
 
 #: contenders in table order (a missing one is left blank)
 CONTENDERS = ("delta_engine", "dense_engine", "tflite", "tflite_int8", "onnxruntime", "keras", "keras_nojit")
+#: the refresh table's paired speedups of delta_refresh (bench --refresh)
+REFRESH_VS = ("vs_delta_engine", "vs_dense_engine", "vs_tflite", "vs_tflite_int8")
 
 
 def build_parser() -> ArgumentParser:
@@ -75,6 +77,12 @@ def run_pairs(args) -> None:
         print(f"    {time.time() - t0:.0f} s", file=sys.stderr)
 
 
+def _name(r: dict) -> str:
+    """A model's name for the table: its file's stem, or its folder's name for a ``.../NAME/model.keras``."""
+    path = Path(r["model"])
+    return path.parent.name if path.stem == "model" else path.stem
+
+
 def _ms(r: dict, name: str) -> float | None:
     entry = r.get("ms_per_frame", {}).get(name)
     return None if not entry else float(entry["median"])
@@ -86,13 +94,25 @@ def table(results: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in results:
         delta = _ms(r, "delta_engine")
-        cells = [Path(r["model"]).stem, Path(r["source"]).name, f"{r['dense_macs_per_frame'] / 1e6:.0f}", f"{r['mac_density']:.3f}"]
+        cells = [_name(r), Path(r["source"]).name, f"{r['dense_macs_per_frame'] / 1e6:.0f}", f"{r['mac_density']:.3f}"]
         cells += ["" if _ms(r, c) is None else f"{_ms(r, c):.2f}" for c in CONTENDERS]
         for other in ("dense_engine", "tflite", "tflite_int8"):
             cells.append("" if _ms(r, other) is None else f"{_ms(r, other) / delta:.2f}x")
         dense = _ms(r, "dense_engine")
         cells.append(f"{100 * (dense / delta) * r['mac_density']:.0f}%" if dense else "")
         lines.append("| " + " | ".join(cells) + " |")
+    refreshed = [r for r in results if r.get("refresh")]
+    if refreshed:  # bench --refresh: the engine with refresh frames, paired against the others in the same run
+        head = ["model", "clip", "refresh at", "frames refreshed", "delta_refresh ms", *[f"paired vs {k.removeprefix('vs_')}" for k in REFRESH_VS],
+                "top-1 vs dense (plain / refresh)"]  # fmt: skip
+        lines += ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for r in refreshed:
+            f, sp = r["refresh"], r["speedup_refresh"]
+            cells = [_name(r), Path(r["source"]).name, "never" if f["at"] is None else f"{f['at']:.2f}",
+                     f"{f['frames_refreshed']}/{r['frames']['timed_count'] - 1}", f"{_ms(r, 'delta_refresh'):.2f}"]  # fmt: skip
+            cells += [f"{sp[k]['paired']:.2f}x" if k in sp else "" for k in REFRESH_VS]
+            cells.append(f"{r['top1_agreement_vs_dense']:.3f} / {f['top1_agreement_vs_dense']:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -105,11 +125,15 @@ def plot(results: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     by_model: dict[str, list[dict]] = {}
     for r in results:
-        by_model.setdefault(Path(r["model"]).stem, []).append(r)
+        by_model.setdefault(_name(r), []).append(r)
     for name, rs in by_model.items():
         pts = [(r["mac_density"], _ms(r, "tflite") / _ms(r, "delta_engine")) for r in rs if _ms(r, "tflite")]
         if pts:
-            ax.scatter(*zip(*pts), label=name, s=28)
+            color = ax.scatter(*zip(*pts), label=name, s=28).get_facecolor()[0]
+            # bench --refresh: the engine with refresh frames, at the plain engine's MAC density (same clip)
+            ref = [(r["mac_density"], _ms(r, "tflite") / _ms(r, "delta_refresh")) for r in rs if _ms(r, "tflite") and _ms(r, "delta_refresh")]
+            if ref:
+                ax.scatter(*zip(*ref), marker="x", color=color, s=32, label=f"{name}, refresh frames")
     xs = [i / 100 for i in range(3, 101)]
     ax.plot(xs, [1 / x for x in xs], "k:", lw=1, label="1 / MAC density (theory vs own dense)")
     ax.axhline(1.0, color="grey", lw=0.8)

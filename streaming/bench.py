@@ -7,7 +7,7 @@ once to the model input, gray for a one-channel model: ``streaming.preprocess``)
 * ``dense_engine``: the same engine with delta layers as identities and dense kernels;
 * ``delta_refresh`` (``--refresh``): the delta engine with refresh frames (``DeltaEngine(refresh_at=)``,
   the break-even measured by ``streaming.tuning.tune_refresh`` on the tuning frames): a frame whose first
-  encoder fires on most pixels (a cut, a pan) runs dense and resets every reference; its logits on
+  encoder fires in enough of its 8x8 tiles (a cut, a pan) runs dense and resets every reference; its logits on
   those frames are the dense network's, not the delta model's; ``speedup_refresh`` holds its speedups;
 * ``keras`` / ``keras_nojit``: the model's dense per-frame equivalent as a ``tf.function``, compiled by
   XLA (``jit_compile=True``) or run on TensorFlow's kernels; ``speedup.vs_keras`` takes the faster;
@@ -214,6 +214,8 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
 
     if not Path(model).is_file():
         raise CliError(f"--model: no such file: {model}")
+    if refresh and motion != "none":
+        raise CliError("--refresh times the plain delta engine with refresh frames: leave out --motion")
     if save_tuning_to and not Path(save_tuning_to).resolve().parent.is_dir():
         raise CliError(f"--save-tuning: folder {Path(save_tuning_to).parent} does not exist")
     import_tensorflow_quietly()
@@ -270,18 +272,18 @@ def run(model: str, source: str, *, frames: int = 300, tune_frames: int = 60, th
         log("whole-frame check on the tuning frames (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in delta.tuning_check["ms_per_frame"].items())
             + f"; kept: {delta.tuning_check['kept']}")
     log("kernel choice per MAC layer: " + ", ".join(f"{c}: {sum(v == c for v in gran.values())}" for c in sorted(set(gran.values()))))
-    if save_tuning_to:
+    if save_tuning_to and not refresh:
         log(f"tuning saved: {save_tuning(tuning_record(delta, len(tune)), save_tuning_to)}")
     breakeven = {k: (None if not np.isfinite(v) else float(v)) for k, v in delta.breakeven.items()} if fallback else None  # None: never
     refresh_at = None
     if refresh:
-        if motion != "none":
-            raise CliError("--refresh runs the plain delta engine: leave out --motion")
         refresh_at = tune_refresh(delta, tune)
-        log(f"refresh frames from a first-encoder firing fraction of {refresh_at:.3f} on" if refresh_at is not None
-            else "refresh frames: never faster than a delta frame on the synthetic cuts (delta_refresh never refreshes)")
+        log(f"refresh frames from a tile occupancy of {refresh_at:.3f} on" if refresh_at is not None
+            else "refresh frames: never faster than a delta frame on the tuning frames and cuts (delta_refresh never refreshes)")
     delta = apply_motion(delta, motion, model)  # --motion global: streaming.canvas (the profile below is the plain engine's)
     refresh_engine = delta.clone(refresh_at=refresh_at) if refresh else None
+    if save_tuning_to and refresh:  # the saved tuning turns refresh frames on, as measured here
+        log(f"tuning saved with refresh frames: {save_tuning(dict(tuning_record(delta, len(tune)), refresh_at=refresh_at), save_tuning_to)}")
     dense = DeltaEngine(plan, mode="dense", threads=threads, dense_parallel=delta.dense_parallel)  # the same dense kernels
     log(f"dense kernels in parallel row blocks: {sum(delta.dense_parallel.values())} of {len(gran)} MAC layers")
     delta_stats, refresh_stats = [], []

@@ -201,15 +201,18 @@ def tune_refresh(engine: DeltaEngine, frames: np.ndarray, cuts=REFRESH_CUTS, rep
 TUNING_VERSION = 1
 
 
-def tune(engine: DeltaEngine, frames: np.ndarray) -> dict:
+def tune(engine: DeltaEngine, frames: np.ndarray, refresh: bool = False) -> dict:
     """Measure ``engine``'s kernel choice on ``frames``, its dense kernels' parallelism and its
-    fallback break-evens, apply them to ``engine``, and return them as a tuning record
+    fallback break-evens (and with ``refresh``, the occupancy from which refresh frames pay:
+    :func:`tune_refresh`), apply them to ``engine``, and return them as a tuning record
     (:func:`save_tuning`)."""
     engine.granularity = tune_granularity(engine.plan, frames, threads=engine.threads)
     engine.dense_parallel = tune_dense_parallel(engine)  # before the break-evens, which time the dense kernels
     if engine.fallback:
         engine.breakeven = tune_fallback(engine)
     check_tuning(engine, frames)
+    if refresh:
+        engine.refresh_at = tune_refresh(engine, frames)
     return tuning_record(engine, len(frames))
 
 
@@ -251,6 +254,7 @@ def tuning_record(engine: DeltaEngine, tuning_frames: int) -> dict:
         "granularity": engine.granularity,
         "breakeven": {k: (float(v) if math.isfinite(v) else None) for k, v in engine.breakeven.items()},
         "dense_parallel": engine.dense_parallel,
+        "refresh_at": engine.refresh_at,  # refresh frames from this tile occupancy on (None: off)
         "check": engine.tuning_check,  # check_tuning: whole-frame ms of each setting, the one kept
     }
 
@@ -278,6 +282,7 @@ def apply_tuning(engine: DeltaEngine, tuning: dict) -> None:
     # against the serial dense kernels: keep those
     engine.dense_parallel = {n: bool((tuning.get("dense_parallel") or {}).get(n, False)) for n in engine.layer_names}
     engine.breakeven = {k: (math.inf if v is None else float(v)) for k, v in tuning["breakeven"].items()}
+    engine.refresh_at = tuning.get("refresh_at")  # (records without the key: refresh frames off)
 
 
 def tuning_path(model_path: str | os.PathLike) -> Path:
@@ -333,5 +338,6 @@ def use_tuning(engine: DeltaEngine, spec: str, model_path: str | os.PathLike, lo
     except ValueError as e:
         raise CliError(f"--tuning {path}: {e}") from e
     if log is not None:
-        log(f"tuning: {path} (kernel choice and fallback break-evens)")
+        refresh = "" if engine.refresh_at is None else f"; refresh frames from a tile occupancy of {engine.refresh_at:.2f}"
+        log(f"tuning: {path} (kernel choice and fallback break-evens{refresh})")
     return path

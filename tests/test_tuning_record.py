@@ -128,3 +128,28 @@ def test_tune_cli_errors_are_one_line_exit_2(assets, args, needle):
     assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_tune_refresh_is_saved_and_applied(assets, tmp_path):
+    """``streaming.tune --refresh`` measures the refresh frames' break-even and the record turns them on
+    where it is applied; a record without the key (written before refresh frames) leaves them off."""
+    from streaming import tune
+    from streaming.model_io import load_engine
+    from streaming.tuning import apply_tuning, load_tuning
+
+    plain = tune.run(str(assets.model), str(assets.video), frames=8, threads=1, out=str(tmp_path / "plain.json"), log=lambda m: None)
+    assert plain["refresh_at"] is None
+    lines = []
+    record = tune.run(str(assets.model), str(assets.video), frames=8, threads=1, out=str(tmp_path / "r.json"), log=lines.append,
+                      refresh=True)
+    at = record["refresh_at"]
+    assert at is None or 0.0 <= at <= 1.0
+    assert "refresh frames" in lines[-1]
+    engine = load_engine(assets.model, threads=1)
+    apply_tuning(engine, load_tuning(tmp_path / "r.json"))
+    assert engine.refresh_at == at
+    old = dict(record, refresh_at=0.5)
+    del old["refresh_at"]
+    engine.refresh_at = 0.3
+    apply_tuning(engine, old)
+    assert engine.refresh_at is None
