@@ -53,7 +53,7 @@ from ops.elementwise import (
     _pool_touch,
     _union,
 )
-from ops.encode import _encode_quantize_rows, _encode_threshold_rows
+from ops.encode import _encode_quantize_rows, _encode_threshold_rows, _threshold_row
 from ops.pointwise import _pointwise_elem, _pointwise_elem_par, _pointwise_pix, _pointwise_pix_par
 from ops.region import _encode_threshold_rows_scaled
 from ops.touch import _conv2d_touch
@@ -244,6 +244,38 @@ def tile_occupancy(active, n, h, w, mark):
     return hit / tiles
 
 
+@njit_exact
+def _encode_threshold_rows_until(x, theta, ref, candidates, n_candidates, active, rows, h, w, need, mark):
+    """``ops.encode._encode_threshold_rows`` that also counts the ``REFRESH_TILE`` tiles holding a
+    fired pixel and stops right after the candidate with which ``need`` of them do (``need`` 0: at
+    once, nothing encoded): a refresh frame overwrites the reference anyway, so the rest of the pass
+    would be wasted. Returns ``(n_active, nnz, n_nonfinite, tiles hit)``; ``mark`` as in
+    :func:`tile_occupancy`. A frame that stops early has not looked at its remaining candidates for
+    non-finite values: the engine checks a refresh frame's logits instead."""
+    tw = (w + REFRESH_TILE - 1) // REFRESH_TILE
+    n = 0
+    nnz = 0
+    bad = 0
+    hits = 0
+    if need > 0:
+        for t in range(n_candidates):
+            p = candidates[t]
+            fired, b = _threshold_row(x, theta, ref, rows, p, n)
+            active[n] = p
+            n += fired > 0
+            nnz += fired
+            bad += b
+            if fired > 0:
+                k = (p // w) // REFRESH_TILE * tw + (p % w) // REFRESH_TILE
+                if mark[k] == 0:
+                    mark[k] = 1
+                    hits += 1
+                    if hits >= need:
+                        break
+    mark[: ((h + REFRESH_TILE - 1) // REFRESH_TILE) * tw] = 0
+    return n, nnz, bad, hits
+
+
 @njit_exact(inline="always")
 def _unchanged(steps, inputs, nlst, s):
     """Whether no input of step ``s`` lists a changed pixel."""
@@ -328,6 +360,29 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
                     lst[o] = iota
                     nlst[o] = oh * ow
                     enc_nnz[s] = -1
+                elif first_encoder and kind == ENC_THRESHOLD and refresh_at <= 1.0 and not (scaled and steps[s, A0 + 3] >= 0):
+                    # the frame's first encoder, refresh frames on: it encodes until enough tiles hold a change
+                    first_encoder = False
+                    tiles = ((oh + REFRESH_TILE - 1) // REFRESH_TILE) * ((ow + REFRESH_TILE - 1) // REFRESH_TILE)
+                    need = int(np.ceil(refresh_at * tiles))
+                    n, z, bad, hits = _encode_threshold_rows_until(a2, _vec(wbuf, steps[s, A0 + 1], ac), out2, la, na,
+                                                                   _vec(ibuf, opix, oh * ow), _mat(fbuf, steps[s, A0 + 2], ah * aw, ac),
+                                                                   oh, ow, need, _vec(ubuf, scratch[X_MARK], oh * ow))  # fmt: skip
+                    if bad > 0:
+                        return s
+                    frame_out[0] = hits / tiles
+                    if hits >= need:  # dense from here on; the reference becomes the input
+                        refresh = True
+                        dense = True
+                        frame_out[1] = 1.0
+                        out2[:, :] = a2
+                        enc_nnz[s] = -1
+                        lst[o] = iota
+                        nlst[o] = oh * ow
+                    else:
+                        enc_nnz[s] = z
+                        lst[o] = opix
+                        nlst[o] = n
                 else:
                     param = _vec(wbuf, steps[s, A0 + 1], ac)
                     rows = _mat(fbuf, steps[s, A0 + 2], ah * aw, ac)
@@ -344,7 +399,7 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
                     enc_nnz[s] = z
                     lst[o] = opix
                     nlst[o] = n
-                    if first_encoder:
+                    if first_encoder:  # (refresh frames off, or a quantize / region-scaled first encoder)
                         first_encoder = False
                         occ = tile_occupancy(active, n, oh, ow, _vec(ubuf, scratch[X_MARK], oh * ow))
                         frame_out[0] = occ

@@ -394,6 +394,9 @@ class DeltaEngine:
             layer_ms = np.full(len(self.layer_names), np.nan)
             phase = {}
         refreshed = bool(self._frame_out[1]) and not dense
+        if not np.all(np.isfinite(self._logits)):  # (no encoder follows the last layer; a refresh frame's copy without checking)
+            raise ValueError(f"non-finite logits{' in a refresh frame' if refreshed else ''}: the model or the frame is broken "
+                             "(reset() starts a clean stream)")  # fmt: skip
         stats = FrameStats(k, keyframe, self._nnz.copy(), self._macs.copy(), layer_ms, total, phase, dense_macs=self.dense_macs,
                            input_elements=self.input_elements, fallback_layers=self._ran_dense & (not (dense or refreshed)),
                            refreshed=refreshed)  # fmt: skip

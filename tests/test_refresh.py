@@ -144,3 +144,25 @@ def test_tune_refresh_measures_and_leaves_the_engine_alone(plan):
     assert engine.refresh_at is None and engine.frame_index == 0
     with pytest.raises(ValueError, match="at least 2"):
         tune_refresh(engine, frames[:1])
+
+
+def _poison_logits_layer(engine):
+    m = engine.program.mac_layers[-1]
+    engine.program.weights.wbuf = engine.program.weights.wbuf.copy()  # (the arena is shared with no one here)
+    k0 = engine.program.steps[m.step, ip.A0 + 1]
+    engine.program.weights.wbuf[k0 : k0 + int(np.prod(m.kernel_shape))] = np.nan
+
+
+def test_broken_weights_are_reported_in_refresh_frames_too(plan):
+    """A refresh frame's encoders copy without looking at the values, and no encoder follows the last
+    layer: the engine checks every frame's logits. NaN weights in the logits layer."""
+    frames = _cut_stream()
+    engine = DeltaEngine(plan)
+    _poison_logits_layer(engine)
+    with pytest.raises(ValueError, match="non-finite logits: "):  # the keyframe
+        engine.step(frames[0])
+    engine = DeltaEngine(plan, refresh_at=0.0)
+    engine.step(frames[0])
+    _poison_logits_layer(engine)
+    with pytest.raises(ValueError, match="non-finite logits in a refresh frame"):
+        engine.step(frames[CUT])
