@@ -222,8 +222,8 @@ def time_mac_step(steps, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, s, ch
 
 #: side of the square tiles (in the first encoder's pixels) whose occupancy decides a refresh frame:
 #: a change anywhere in a tile reaches, through the receptive fields, most of what the deep layers
-#: compute there, so the share of tiles with a change predicts a delta frame's cost far better than
-#: the share of changed pixels (measured 2026-12-04, default model, 5 real clips: docs/bench.md "Session 15")
+#: compute there, so the tile share saturates where a delta frame's cost does (moving clips: 73-100%
+#: of the tiles, 14-89% of the pixels, every frame ~2x dense; docs/bench.md "Session 15")
 REFRESH_TILE = 8
 
 
@@ -298,7 +298,7 @@ def run_frame(steps, params, inputs, tensors, scratch, wbuf, fbuf, ibuf, ubuf, f
     fraction of its ``REFRESH_TILE`` x ``REFRESH_TILE`` tiles (:func:`tile_occupancy`, written to
     ``frame_out[0]``) becomes a *refresh* frame from there on (``frame_out[1]`` = 1): the
     rest of the frame runs dense and every threshold encoder transmits its whole input (its
-    reference becomes exactly the input, a copy instead of a threshold test), so a scene cut or
+    reference becomes exactly the input: a buffer swap or a copy instead of a threshold test), so a scene cut or
     a pan costs a dense frame plus one copy per encoder; this departs from the delta model on
     that frame (it transmits more: its logits are the dense network's). ``inf``: never.
     ``scaled``: threshold encoders use their region scale; ``profile``: fill ``ns[s]`` with
