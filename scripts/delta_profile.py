@@ -16,11 +16,10 @@ cost a little). Progress on stderr, the tables on stdout.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import numpy as np
 
 from deltanet.cli import ArgumentParser, add_crop_argument, fail, positive_int
+from engine_setup import missing_file, tuned_engine
 
 
 def main(argv=None) -> int:
@@ -33,26 +32,15 @@ def main(argv=None) -> int:
     p.add_argument("--layers", action="store_true", help="also print every step")
     add_crop_argument(p)
     args = p.parse_args(argv)
-    for name in ("model", "source"):
-        if not Path(getattr(args, name)).is_file():
-            return fail(p.prog, f"--{name}: no such file {getattr(args, name)!r}")
+    complaint = missing_file(args)
+    if complaint:
+        return fail(p.prog, complaint)
 
-    from deltanet.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import deltanet
     from ops import interpreter as ip
-    from streaming.bench import read_frames
-    from streaming.convert import to_plan
-    from streaming.engine import DeltaEngine
-    from streaming.tuning import tune
 
-    plan = to_plan(deltanet.load_model(args.model))
-    clip = read_frames(args.source, args.tune_frames + args.frames, plan.input_shape, crop=args.crop)
-    tune_clip, timed = clip[: args.tune_frames], clip[args.tune_frames :]
-    engine = DeltaEngine(plan, threads=args.threads)
-    print(f"tuning on {len(tune_clip)} frames", file=sys.stderr)
-    tune(engine, tune_clip)
+    print(f"tuning on {args.tune_frames} frames", file=sys.stderr)
+    engine, tune_clip, timed = tuned_engine(args.model, args.source, args.tune_frames + args.frames, args.tune_frames, args.threads,
+                                            args.crop)  # fmt: skip
     plain = engine.clone(profile=False)
     prof = engine.clone(profile=True)
     for e in (plain, prof):  # the keyframe, then a delta frame from the tuning segment (warm-up)

@@ -14,11 +14,10 @@ MAC layer. Progress on stderr, the table on stdout.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import numpy as np
 
 from deltanet.cli import ArgumentParser, add_crop_argument, fail, positive_int
+from engine_setup import missing_file
 
 
 def main(argv=None) -> int:
@@ -30,9 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--layers", choices=("conv", "all"), default="conv", help="which MAC layers to print (default conv)")
     add_crop_argument(p)
     args = p.parse_args(argv)
-    for name in ("model", "source"):
-        if not Path(getattr(args, name)).is_file():
-            return fail(p.prog, f"--{name}: no such file {getattr(args, name)!r}")
+    complaint = missing_file(args)
+    if complaint:
+        return fail(p.prog, complaint)
 
     from deltanet.cli import import_tensorflow_quietly
 

@@ -12,11 +12,10 @@ microseconds per frame of both, and every step whose median differs by more than
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import numpy as np
 
 from deltanet.cli import ArgumentParser, fail, positive_int
+from engine_setup import missing_file, tuned_engine
 
 
 def main(argv=None) -> int:
@@ -28,26 +27,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=positive_int, default=2, help="engine threads (default 2)")
     p.add_argument("--min-us", type=float, default=2.0, help="print steps differing by more than this (default 2)")
     args = p.parse_args(argv)
-    for name in ("model", "source"):
-        if not Path(getattr(args, name)).is_file():
-            return fail(p.prog, f"--{name}: no such file {getattr(args, name)!r}")
+    complaint = missing_file(args)
+    if complaint:
+        return fail(p.prog, complaint)
 
-    from deltanet.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import deltanet
     from ops import interpreter as ip
-    from streaming.bench import read_frames
-    from streaming.convert import to_plan
-    from streaming.engine import DeltaEngine
-    from streaming.tuning import tune
 
-    plan = to_plan(deltanet.load_model(args.model))
-    clip = read_frames(args.source, args.frames, plan.input_shape)
-    tuning, frames = clip[: args.tune_frames], clip[args.tune_frames :]
-    engine = DeltaEngine(plan, threads=args.threads)
-    print(f"tuning on {len(tuning)} frames", file=sys.stderr)
-    tune(engine, tuning)
+    print(f"tuning on {args.tune_frames} frames", file=sys.stderr)
+    engine, _, frames = tuned_engine(args.model, args.source, args.frames, args.tune_frames, args.threads)
     runs = {"refresh": engine.clone(refresh_at=0.0, profile=True), "dense": engine.clone(mode="dense", profile=True)}
     us = {}
     for name, e in runs.items():
