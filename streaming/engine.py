@@ -21,9 +21,9 @@ is one call of the compiled interpreter ``ops.interpreter.run_frame``:
   dense kernel instead, from the same input; its state stays what the delta kernel would hold;
 * **refresh frames** (``refresh_at``, off by default): a delta frame whose first encoder fires in
   at least that share of its 8x8-pixel tiles (a scene cut, a pan, a busy scene) runs dense from there on, and every
-  threshold encoder transmits its whole input (reference := input, a copy): the frame costs a
-  dense frame plus one copy per encoder, instead of every encoder's threshold pass over every
-  pixel. Its logits are the dense network's, not the delta model's (it transmits more), so it
+  threshold encoder transmits its whole input (reference := input: the two buffers swap places
+  where only that encoder reads an input its producer rewrites, else a copy): the frame costs
+  about a dense frame, instead of every encoder's threshold pass over every pixel. Its logits are the dense network's, not the delta model's (it transmits more), so it
   is opt-in; ``streaming.tuning.tune_refresh`` measures the break-even;
 * **profiled frames** (``profile=True``): the same loop, timing each step inside it.
 

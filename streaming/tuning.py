@@ -282,7 +282,8 @@ def apply_tuning(engine: DeltaEngine, tuning: dict) -> None:
     # against the serial dense kernels: keep those
     engine.dense_parallel = {n: bool((tuning.get("dense_parallel") or {}).get(n, False)) for n in engine.layer_names}
     engine.breakeven = {k: (math.inf if v is None else float(v)) for k, v in tuning["breakeven"].items()}
-    engine.refresh_at = tuning.get("refresh_at")  # (records without the key: refresh frames off)
+    if engine.mode == "delta":  # (records without the key: refresh frames off; dense mode has no delta frames)
+        engine.refresh_at = tuning.get("refresh_at")
 
 
 def tuning_path(model_path: str | os.PathLike) -> Path:
